@@ -1,0 +1,27 @@
+"""The seed's building blocks, each small and chosen by name."""
+
+from .aspp import ASPP, ASPPConv, ASPPPooling
+from .attention import CbamModule, SEModule, create_attn, get_attn_layer, make_divisible
+from .deform import DeformConv2d
+from .dilation import stage_strides_and_dilations
+from .norm import LayerNorm2d, create_norm, get_norm_layer
+from .transformer import Attention, Mlp, TransformerBlock
+
+__all__ = [
+    "ASPP",
+    "ASPPConv",
+    "ASPPPooling",
+    "Attention",
+    "CbamModule",
+    "DeformConv2d",
+    "LayerNorm2d",
+    "Mlp",
+    "SEModule",
+    "TransformerBlock",
+    "create_attn",
+    "create_norm",
+    "get_attn_layer",
+    "get_norm_layer",
+    "make_divisible",
+    "stage_strides_and_dilations",
+]

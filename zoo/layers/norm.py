@@ -1,0 +1,66 @@
+"""Normalization layers, chosen by name: ``batchnorm``, ``layernorm``, ``groupnorm``, ``none``.
+
+BatchNorm normalises each channel over the batch and the spatial positions; LayerNorm here
+normalises each sample's channel vector at every spatial position (the channels-only
+LayerNorm ConvNeXt uses for NCHW maps), so it behaves the same at any batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dimension of an NCHW tensor, per sample and per position."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm with up to 32 groups: the largest group count <= 32 that divides the channels."""
+
+    def __init__(self, num_channels: int, max_groups: int = 32):
+        super().__init__(math.gcd(num_channels, max_groups), num_channels)
+
+
+class NoNorm(nn.Identity):
+    """No normalization (accepts and ignores the channel count)."""
+
+    def __init__(self, num_channels: int):
+        super().__init__()
+
+
+_NORM_MAP: dict[str, type[nn.Module]] = {
+    "batchnorm": nn.BatchNorm2d,
+    "layernorm": LayerNorm2d,
+    "groupnorm": GroupNorm,
+    "none": NoNorm,
+}
+
+
+def get_norm_layer(norm: str | type[nn.Module] | None) -> type[nn.Module]:
+    """Resolve a norm name (or a class taking ``num_channels``) to a class."""
+    if norm is None:
+        return NoNorm
+    if isinstance(norm, str):
+        key = norm.lower().replace("_", "")
+        if key not in _NORM_MAP:
+            raise ValueError(f"norm must be one of {sorted(_NORM_MAP)} or an nn.Module class, got {norm!r}")
+        return _NORM_MAP[key]
+    if isinstance(norm, type) and issubclass(norm, nn.Module):
+        return norm
+    raise TypeError(f"norm must be a name or an nn.Module class, got {type(norm).__name__}")
+
+
+def create_norm(norm: str | type[nn.Module] | None, num_channels: int) -> nn.Module:
+    return get_norm_layer(norm)(num_channels)

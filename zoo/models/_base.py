@@ -1,0 +1,96 @@
+"""What every zoo model shares: input checks, the feature interface and ``features_only``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class ZooModel(nn.Module):
+    """Base class: one face for every model.
+
+    Subclasses set ``num_classes``, ``in_chans``, ``feature_info`` (one dict per stage with
+    ``num_chs``, ``reduction`` and ``module``), ``first_conv`` and ``classifier`` (attribute
+    names, used when pretrained weights are adapted), and implement ``forward_intermediates``,
+    ``forward_features``, ``forward_head`` and ``reset_classifier``.
+    """
+
+    num_classes: int
+    in_chans: int
+    feature_info: list[dict]
+    first_conv: str = ""
+    classifier: str = ""
+    fixed_input_size: tuple[int, int] | None = None  # (H, W) for models that only take one size
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features_only = False
+        self.out_indices: tuple[int, ...] = ()
+
+    # -- input checks --------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for input the model cannot take, naming expected and actual."""
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{name} expects a torch.Tensor of shape (N, {self.in_chans}, H, W), got {type(x).__name__}"
+            )
+        if x.ndim != 4:
+            raise ValueError(
+                f"{name} expects a 4-D tensor (N, {self.in_chans}, H, W), got {x.ndim}-D shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} expects {self.in_chans} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+        if self.fixed_input_size is not None and tuple(x.shape[-2:]) != tuple(self.fixed_input_size):
+            raise ValueError(
+                f"{name} was built for {self.fixed_input_size[0]}x{self.fixed_input_size[1]} images, got "
+                f"{x.shape[-2]}x{x.shape[-1]} (input shape {tuple(x.shape)}); pass img_size= to create_model"
+            )
+
+    # -- the interface every model implements ----------------------------------------------
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One feature map per ``feature_info`` entry, finest first."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Module:
+        return getattr(self, self.classifier)
+
+    def forward(self, x: torch.Tensor):
+        self.check_input(x)
+        if self.features_only:
+            features = self.forward_intermediates(x)
+            return [features[i] for i in self.out_indices]
+        return self.forward_head(self.forward_features(x))
+
+    # -- features_only ---------------------------------------------------------------------
+    def as_features(self, out_indices: tuple[int, ...] | None = None) -> ZooModel:
+        """Turn into a backbone returning the feature maps of ``out_indices`` (all stages by default).
+
+        The classifier is removed (its parameters too) and ``feature_info`` lists only the
+        returned maps; parameter names stay as they are, so backbone weights load unchanged.
+        """
+        n = len(self.feature_info)
+        out_indices = tuple(range(n)) if out_indices is None else tuple(i % n for i in out_indices)
+        if not out_indices or any(not -n <= i < n for i in out_indices):
+            raise ValueError(f"out_indices must index the {n} stages of feature_info, got {out_indices}")
+        self.reset_classifier(0)
+        self.features_only = True
+        self.out_indices = out_indices
+        self.feature_info = [self.feature_info[i] for i in out_indices]
+        return self
+
+
+def classifier_or_identity(in_features: int, num_classes: int) -> nn.Module:
+    """A linear classifier, or ``Identity`` when ``num_classes`` is 0 (features only)."""
+    return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
