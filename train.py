@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Train a model from a YAML recipe.
+
+    python train.py configs/fashion_mnist/resnet20.yaml
+    python train.py configs/fashion_mnist/resnet20.yaml optim.lr=0.05 train.out_dir=runs/try
+    python train.py configs/fashion_mnist/resnet20.yaml --resume        # continue the last run
+    torchrun --nproc_per_node 2 train.py configs/fashion_mnist/resnet20.yaml   # data-parallel
+
+The run folder (train.out_dir) receives config.json (the resolved config), metrics.jsonl
+(loss, lr, img/s, eval metrics), last.ckpt (atomic, every train.ckpt_every_steps steps and at
+each epoch end), model.safetensors and summary.json.
+"""
+
+import argparse
+import sys
+
+from zoo.config import ConfigError, RunConfig, load_config
+from zoo.engine import NonFiniteLossError, train
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config keys (section.key) and defaults: see zoo/config.py or --show-config.",
+    )
+    parser.add_argument("config", nargs="?", help="YAML recipe (may extend a base with _base_)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.05 schedule.epochs=10"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="key=value", help="same as a positional override"
+    )
+    parser.add_argument(
+        "--data-dir", help="dataset folder (else data.data_dir, $ZOO_DATA_DIR, the known places)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from <out_dir>/last.ckpt if it exists"
+    )
+    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args()
+    try:
+        overrides = args.overrides + args.set + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+        cfg = load_config(args.config, overrides) if args.config else RunConfig()
+    except ConfigError as err:
+        parser.error(str(err))
+    if args.show_config or not args.config:
+        import yaml
+
+        from zoo.config import to_dict
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return 0 if args.show_config else parser.print_usage() or 2
+    try:
+        train(cfg, resume=args.resume)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Typed run configs: YAML recipes that extend a base, checked against dataclasses.
+
+A recipe is a diff from its base (``_base_: ../base.yaml``, as in detectron2); command-line
+overrides are ``section.key=value``. Unknown keys and wrong types are errors that name the
+key and the close matches. The resolved config is a plain dict, saved with every run and
+inside every checkpoint, so a run can be rebuilt from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"  # a registered architecture (zoo.list_models())
+    args: dict[str, Any] = field(default_factory=dict)  # create_model kwargs: in_chans, norm, attn, ...
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"  # fashion_mnist | mnist | cifar10 | cifar100 | camvid | bccd
+    data_dir: str = ""  # where the dataset lives; empty: ZOO_DATA_DIR, then the known places
+    train_split: str = "train"
+    eval_split: str = "test"
+    batch_size: int = 128  # global batch size (split across processes under torchrun)
+    eval_batch_size: int = 500
+    num_workers: int = 0  # for file-backed datasets; in-memory datasets augment whole batches instead
+    # Batch augmentation for in-memory image classification datasets.
+    crop_padding: int = 4  # random crop after zero padding by this many pixels (0: off)
+    hflip: bool = True
+    random_erasing: float = 0.0  # probability per image
+    # Segmentation / detection
+    crop_size: list[int] = field(default_factory=list)  # [H, W] training crop
+    scale_range: list[float] = field(default_factory=list)  # [min, max] random scale
+
+
+@dataclass
+class OptimConfig:
+    opt: str = "sgd"  # any timm optimizer name (sgd, adamw, lamb, ...)
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    clip_grad: float = 0.0  # max global grad norm (0: off)
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 30
+    sched: str = "cosine"  # timm scheduler name
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 1e-4
+    min_lr: float = 1e-5
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms; resume gives identical weights
+    label_smoothing: float = 0.0
+    ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3) and evaluate it too
+    ema_decay: float = 0.999
+    channels_last: bool = True  # measure per model: python -m zoo.bench
+    amp_bf16: bool = True  # bf16 autocast on the CPU; faster for some models, slower for others
+    threads: int = 0  # torch.set_num_threads (0: leave as is)
+    out_dir: str = "runs/default"
+    ckpt_every_steps: int = 500  # 0: only at epoch ends
+    eval_every_epochs: int = 1
+    log_every_steps: int = 50
+    max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs); for tests and probes
+
+
+@dataclass
+class RunConfig:
+    task: str = "classification"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# -- type checking ------------------------------------------------------------------------
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` coerced to ``tp`` where that is lossless (int -> float), else raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {tp}, got {type(value).__name__} {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is Any:
+        return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp in (int, str, bool):
+        if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+            return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp)
+            return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+
+
+def _unknown_key(key: str, choices) -> ConfigError:
+    near = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(choices), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(near)}?" if near else f" Known keys: {', '.join(sorted(choices))}."
+    return ConfigError(f"unknown config key {key!r}.{hint}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(prefix + key, names)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(prefix + key, value, tp)
+    return cls(**kwargs)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "args":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A recipe with its ``_base_`` chain resolved (paths relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop("_base_", None)
+    if base is not None:
+        data = _merge(read_yaml(path.parent / base), data)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=0.05'`` -> (['optim', 'lr'], 0.05); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override must look like section.key=value, got {text!r}")
+    key, _, raw = text.partition("=")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = _merge({}, data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    data = read_yaml(path) if path else {}
+    return from_dict(apply_overrides(data, list(overrides)))
+
+
+def from_dict(data: dict) -> RunConfig:
+    return _build(RunConfig, data)
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,186 @@
+"""Image classification datasets held in memory as uint8 tensors.
+
+Fashion-MNIST and MNIST go through ``torchvision.datasets``; so do CIFAR-10/100 for users
+who have them. Fashion-MNIST is found offline in, in order: ``data_dir`` (``--data-dir``),
+``$ZOO_DATA_DIR``, the Debian package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist``), and, for the test split only, the copy shipped in
+this repository (``datasets/fashion-mnist``, MIT, checked against its SHA256SUMS). Where the
+network allows, torchvision downloads it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = REPO_ROOT / "datasets"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class TensorDataset:
+    """Images (N, C, H, W) uint8 and labels (N,) int64, with the class names and the
+    normalisation statistics of the training images."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class IdxSpec:
+    tv_class: type
+    folder: str  # torchvision's root/<folder>/raw layout
+    system_dirs: tuple[str, ...]  # where OS packages put the files
+    shipped: str  # folder under datasets/ in this repo ('' if none)
+    how_to_get: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+_IDX = {
+    "fashion_mnist": IdxSpec(
+        torchvision.datasets.FashionMNIST,
+        "FashionMNIST",
+        ("/usr/share/datasets/fashion-mnist",),
+        "fashion-mnist",
+        "apt-get install -y dataset-fashion-mnist (Debian), or pass --data-dir",
+        (0.2860,),
+        (0.3530,),
+    ),
+    "mnist": IdxSpec(
+        torchvision.datasets.MNIST,
+        "MNIST",
+        ("/usr/share/datasets/mnist",),
+        "",
+        "pass --data-dir pointing at a folder with the four MNIST idx files",
+        (0.1307,),
+        (0.3081,),
+    ),
+}
+_CIFAR = {
+    "cifar10": (torchvision.datasets.CIFAR10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (torchvision.datasets.CIFAR100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+CLASSIFICATION_DATASETS = tuple(_IDX) + tuple(_CIFAR)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOO_CACHE_DIR", Path.home() / ".cache" / "zoo"))
+
+
+def _candidate_dirs(spec: IdxSpec, data_dir: str | None) -> list[Path]:
+    dirs = [Path(d) for d in (data_dir, os.environ.get("ZOO_DATA_DIR")) if d]
+    expanded = []
+    for d in dirs:  # accept the folder itself, torchvision's layout, or a named subfolder
+        expanded += [d, d / spec.folder / "raw", d / spec.shipped or d, d / spec.folder]
+    expanded += [Path(d) for d in spec.system_dirs]
+    if spec.shipped:
+        expanded.append(SHIPPED / spec.shipped)
+    return list(dict.fromkeys(expanded))
+
+
+def _files_for(split: str) -> list[str]:
+    prefix = "train" if split == "train" else "t10k"
+    return [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def verify_shipped(folder: Path) -> None:
+    """Check the repository's copy against its SHA256SUMS; a corrupt copy is an error, not data."""
+    sums = folder / "SHA256SUMS"
+    for line in sums.read_text().splitlines():
+        expected, name = line.split()
+        actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        if actual != expected:
+            raise DatasetNotFoundError(
+                f"{folder / name}: sha256 {actual} does not match SHA256SUMS ({expected})"
+            )
+
+
+def _stage(spec: IdxSpec, split: str, data_dir: str | None) -> Path:
+    """Put decompressed idx files where torchvision expects them; return torchvision's root."""
+    looked = _candidate_dirs(spec, data_dir)
+    names = _files_for(split)
+    for folder in looked:
+        found = [_find_file(folder, n) for n in names]
+        if not all(found):
+            continue
+        if folder == SHIPPED / spec.shipped:
+            verify_shipped(folder)
+        root = cache_dir() / "torchvision"
+        raw = root / spec.folder / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for name, src in zip(names, found):
+            dst = raw / name
+            if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+                continue
+            tmp = dst.with_suffix(".tmp")
+            with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            os.replace(tmp, dst)  # atomic: a half-written file is never taken for data
+        return root
+    return _download_or_fail(spec, split, looked)
+
+
+def _download_or_fail(spec: IdxSpec, split: str, looked: list[Path]) -> Path:
+    root = cache_dir() / "torchvision"
+    try:
+        spec.tv_class(root, train=split == "train", download=True)
+        return root
+    except Exception as err:  # offline: say where we looked and how to get the data
+        where = "\n  ".join(str(p) for p in looked)
+        raise DatasetNotFoundError(
+            f"{spec.folder} ({split} split) not found. Looked for {', '.join(_files_for(split))} "
+            f"(optionally .gz) in:\n  {where}\nand the download failed ({type(err).__name__}: {err}).\n"
+            f"To get it: {spec.how_to_get}, or set ZOO_DATA_DIR."
+        ) from None
+
+
+def load_classification(name: str, split: str, data_dir: str | None = None) -> TensorDataset:
+    """The ``split`` ('train' or 'test') of dataset ``name`` as in-memory uint8 tensors."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name in _IDX:
+        spec = _IDX[name]
+        raw = _stage(spec, split, data_dir) / spec.folder / "raw"
+        # torchvision's own idx readers; its dataset class insists on both splits being present.
+        images_file, labels_file = (raw / f for f in _files_for(split))
+        images = read_image_file(str(images_file))[:, None].contiguous()
+        labels = read_label_file(str(labels_file)).long()
+        return TensorDataset(images, labels, list(spec.tv_class.classes), spec.mean, spec.std)
+    if name in _CIFAR:
+        cls, mean, std = _CIFAR[name]
+        root = data_dir or os.environ.get("ZOO_DATA_DIR") or str(cache_dir() / "torchvision")
+        try:
+            ds = cls(root, train=split == "train", download=not Path(root, cls.base_folder).is_dir())
+        except Exception as err:
+            raise DatasetNotFoundError(
+                f"{name} not found under {root} and the download failed ({err}); pass --data-dir"
+            ) from None
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return TensorDataset(images, torch.tensor(ds.targets), list(ds.classes), mean, std)
+    raise ValueError(f"unknown classification dataset {name!r}; choose from {CLASSIFICATION_DATASETS}")

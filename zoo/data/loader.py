@@ -1,0 +1,66 @@
+"""Epoch loaders: deterministic batch order that a resumed or multi-process run can reproduce.
+
+A loader yields batches of epoch ``e`` starting at step ``s``; the order depends only on
+(seed, epoch), and augmentation only on (seed, epoch, step), so a run resumed at step ``s``
+sees exactly what an uninterrupted one would have seen. Under torchrun each process takes
+its contiguous shard of every global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+from .batch_aug import BatchAugment, normalize
+from .classification import TensorDataset
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) % (2**63))
+
+
+class InMemoryLoader:
+    """Batches of an in-memory uint8 image dataset, augmented as whole batches."""
+
+    def __init__(
+        self,
+        data: TensorDataset,
+        batch_size: int,
+        train: bool,
+        seed: int = 0,
+        augment: BatchAugment | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if batch_size % world:
+            raise ValueError(f"global batch size {batch_size} must be divisible by the {world} processes")
+        self.data, self.batch_size, self.train, self.seed = data, batch_size, train, seed
+        self.augment, self.rank, self.world = augment, rank, world
+        self.local_batch = batch_size // world
+
+    def __len__(self) -> int:
+        """Steps per epoch (training drops the last partial batch)."""
+        n = len(self.data)
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.data)
+        if self.train:
+            order = torch.randperm(n, generator=step_generator(self.seed, epoch, -1))
+        else:
+            order = torch.arange(n)
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            if self.train:
+                idx = idx[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+            x = self.data.images[idx].float().div_(255)
+            if self.augment is not None:
+                x = self.augment(x, step_generator(self.seed, epoch, step), self.rank, self.world)
+            else:
+                x = normalize(x, self.data.mean, self.data.std)
+            yield x, self.data.labels[idx]
+
+    def __iter__(self):
+        return self.batches(0)
