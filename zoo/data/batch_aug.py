@@ -89,6 +89,6 @@ def random_erase(
     ys = torch.arange(H)[None, :, None]
     xs = torch.arange(W)[None, None, :]
     inside = (ys >= top[:, None, None]) & (ys < (top + h)[:, None, None])
-    inside &= (xs >= left[:, None, None]) & (xs < (left + w)[:, None, None])
+    inside = inside & (xs >= left[:, None, None]) & (xs < (left + w)[:, None, None])
     mask = (inside & apply[:, None, None])[:, None]
     return torch.where(mask, noise, x)

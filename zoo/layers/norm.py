@@ -27,7 +27,7 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class GroupNorm(nn.GroupNorm):
-    """GroupNorm with up to 32 groups: the largest group count <= 32 that divides the channels."""
+    """GroupNorm with up to 32 groups: gcd(channels, 32), the largest power of two <= 32 dividing them."""
 
     def __init__(self, num_channels: int, max_groups: int = 32):
         super().__init__(math.gcd(num_channels, max_groups), num_channels)

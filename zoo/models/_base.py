@@ -81,9 +81,10 @@ class ZooModel(nn.Module):
         returned maps; parameter names stay as they are, so backbone weights load unchanged.
         """
         n = len(self.feature_info)
-        out_indices = tuple(range(n)) if out_indices is None else tuple(i % n for i in out_indices)
+        out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
         if not out_indices or any(not -n <= i < n for i in out_indices):
             raise ValueError(f"out_indices must index the {n} stages of feature_info, got {out_indices}")
+        out_indices = tuple(i % n for i in out_indices)
         self.reset_classifier(0)
         self.features_only = True
         self.out_indices = out_indices
