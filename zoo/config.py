@@ -78,7 +78,7 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads (0: leave as is)
     out_dir: str = "runs/default"
     ckpt_every_steps: int = 500  # 0: only at epoch ends
-    eval_every_epochs: int = 1
+    eval_every_epochs: int = 1  # and always at the end; 0: never evaluate
     log_every_steps: int = 50
     max_steps: int = 0  # stop after this many optimizer steps (0: run all epochs); for tests and probes
 

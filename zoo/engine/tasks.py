@@ -39,6 +39,8 @@ class Task:
     """Interface. ``batch`` is whatever the task's loaders yield."""
 
     name = ""
+    primary_metric = ""  # the headline number, compared by eval.py --all
+    tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
 
     def build_loaders(self, cfg: RunConfig, rank: int = 0, world: int = 1) -> tuple[Any, Any, dict]:
         """(train loader, eval loader, dataset info: classes, in_chans, mean, std, ...)."""
@@ -72,6 +74,8 @@ class Task:
 @register_task
 class ClassificationTask(Task):
     name = "classification"
+    primary_metric = "top1"
+    tolerance = 0.1  # percentage points; CPU kernels may differ in the last bits across machines
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
@@ -87,8 +91,10 @@ class ClassificationTask(Task):
         )
         return train_loader, eval_loader, info
 
-    def build_eval_loader(self, dataset, split, data_dir, batch_size):
+    def build_eval_loader(self, dataset, split, data_dir, batch_size, input_spec=None):
         data = load_classification(dataset, split, data_dir)
+        if input_spec is not None:
+            data.mean, data.std = tuple(input_spec["mean"]), tuple(input_spec["std"])
         info = dict(
             classes=data.classes,
             num_classes=len(data.classes),

@@ -211,7 +211,9 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         elapsed += time.perf_counter() - t0
         t0 = time.perf_counter()
         epoch_done = step % steps_per_epoch == 0
-        if (epoch_done and (epoch + 1) % t.eval_every_epochs == 0) or step >= total_steps:
+        if t.eval_every_epochs and (
+            (epoch_done and (epoch + 1) % t.eval_every_epochs == 0) or step >= total_steps
+        ):
             run_eval(epoch)
         elapsed += time.perf_counter() - t0
         checkpoint()

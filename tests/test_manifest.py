@@ -1,0 +1,63 @@
+"""The repo's own weights_manifest.json is true: every claim is re-derived from the files.
+
+Each check here is done directly (hashlib, safetensors, the model built from its arguments),
+not through zoo.weights, so a bug there cannot hide a false manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import safetensors.torch
+import torch
+
+import zoo
+from zoo.readme import END, START, render_readme
+from zoo.weights import REPO_ROOT, eval_transforms, find_weights, load_manifest, weights_dir
+
+MANIFEST = REPO_ROOT / "weights_manifest.json"
+README = REPO_ROOT / "README.md"
+# Names from the raw JSON, so an invalid manifest fails test_manifest_is_valid, not collection.
+_RAW = json.loads(MANIFEST.read_text(encoding="utf-8"))
+NAMES = [
+    item.get("name", f"entry {i}") if isinstance(item, dict) else f"entry {i}" for i, item in enumerate(_RAW)
+]
+
+
+def test_manifest_is_valid():
+    assert [w.name for w in load_manifest(MANIFEST)] == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_is_true(name, monkeypatch):
+    monkeypatch.setenv("ZOO_MANIFEST", str(MANIFEST))
+    w = find_weights(name, load_manifest(MANIFEST))
+    path = weights_dir() / w.file
+    assert path.is_file(), f"{name}: weights file {path} is missing"
+    data = path.read_bytes()
+    assert len(data) == w.size_bytes, f"{name}: {path} has {len(data)} bytes, manifest says {w.size_bytes}"
+    assert hashlib.sha256(data).hexdigest() == w.sha256, f"{name}: sha256 of {path} differs from the manifest"
+    state = safetensors.torch.load(data)
+    assert {str(t.dtype) for t in state.values() if t.is_floating_point()} == {f"torch.{w.dtype}"}
+
+    model = zoo.create_model(w.arch, num_classes=w.num_classes, in_chans=w.input.in_chans, **w.model_args)
+    model.load_state_dict(state, strict=True)
+    assert sum(p.numel() for p in model.parameters()) == w.num_params, f"{name}: num_params is wrong"
+    assert (REPO_ROOT / w.config).is_file(), f"{name}: recipe {w.config} is not in the repo"
+
+    loaded = zoo.create_model(w.name, pretrained=True).state_dict()  # and through the public path
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    x = eval_transforms(w.name)(torch.zeros(w.input.in_chans, *w.input.input_size, dtype=torch.uint8))
+    assert x.shape == (w.input.in_chans, *w.input.input_size)
+
+
+def test_readme_table_matches_the_manifest():
+    text = README.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        pytest.fail(
+            f"README.md has no model table: add the lines {START} and {END}, then run python -m zoo.readme"
+        )
+    expected = render_readme(text, load_manifest(MANIFEST))
+    assert text == expected, "README.md's model table is out of date: run python -m zoo.readme"

@@ -1,0 +1,203 @@
+"""The registry (names, filters, errors) and create_model / model_info."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo import _registry, create_model, is_model, list_models, model_info
+from zoo._builder import UnknownArgumentError
+from zoo._registry import get_entry, register_model, split_name
+
+SMALL_RESNETS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+IMAGENET_RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101"]
+
+
+@pytest.fixture
+def throwaway_segmentation_model():
+    """A segmentation model registered for one test and removed afterwards."""
+    name = "_zoo_test_segmenter"
+
+    def _zoo_test_segmenter(**kwargs):
+        return torch.nn.Identity()
+
+    try:
+        register_model(task="segmentation", input_size=(3, 64, 64))(_zoo_test_segmenter)
+        yield name
+    finally:
+        _registry._MODELS.pop(name, None)
+
+
+def test_list_models_sorted_and_complete():
+    names = list_models()
+    assert names == sorted(names) and len(names) == len(set(names))
+    for n in SMALL_RESNETS + IMAGENET_RESNETS + ["plain20", "se_resnet50", "cbam_resnet56"]:
+        assert n in names
+
+
+def test_list_models_fnmatch_filter():
+    names = list_models("resnet*")
+    assert names and all(n.startswith("resnet") for n in names)
+    assert set(SMALL_RESNETS + IMAGENET_RESNETS) <= set(names)
+    assert "se_resnet50" not in names and "plain20" not in names
+    wild = list_models("*resnet5?")
+    assert {"resnet50", "resnet56", "se_resnet50", "cbam_resnet56"} <= set(wild)
+    assert all(n[:-1].endswith("resnet5") for n in wild)
+    assert list_models("resnet5?") == ["resnet50", "resnet56"]
+    assert list_models("no_such_model*") == []
+
+
+def test_list_models_list_of_patterns_is_a_union():
+    names = list_models(["plain*", "se_resnet5*"])
+    assert names == sorted(names)
+    assert set(names) == set(list_models("plain*")) | set(list_models("se_resnet5*"))
+    assert "plain20" in names and "se_resnet50" in names and "resnet20" not in names
+    assert list_models(["", "resnet20"]) == ["resnet20"]  # empty patterns are ignored
+
+
+def test_list_models_task_filter(throwaway_segmentation_model):
+    seg = list_models(task="segmentation")
+    cls = list_models(task="classification")
+    assert throwaway_segmentation_model in seg and throwaway_segmentation_model not in cls
+    assert "resnet20" in cls and "resnet20" not in seg
+    assert all(get_entry(n).task == "segmentation" for n in seg)
+    assert all(get_entry(n).task == "classification" for n in cls)
+    assert set(seg) | set(cls) <= set(list_models())
+    assert list_models("_zoo_test*", task="segmentation") == [throwaway_segmentation_model]
+    assert list_models("_zoo_test*", task="classification") == []
+
+
+@pytest.mark.parametrize("task", ["classify", "Classification", ""])
+def test_list_models_invalid_task(task):
+    with pytest.raises(ValueError, match="task"):
+        list_models(task=task)
+
+
+def test_register_model_invalid_task():
+    with pytest.raises(ValueError, match="task"):
+        register_model(task="generation")
+
+
+def test_entries():
+    small, big = get_entry("resnet20"), get_entry("resnet50")
+    assert small.name == "resnet20" and small.family == "resnet" and small.task == "classification"
+    assert small.input_size == (3, 32, 32) and big.input_size == (3, 224, 224)
+    assert get_entry("resnet20.fashion_mnist") is small
+
+
+def test_is_model_and_split_name():
+    assert is_model("resnet20")
+    assert is_model("resnet20.fashion_mnist")
+    assert is_model("resnet50.anything_at_all")
+    assert not is_model("resnet21")
+    assert not is_model("fashion_mnist.resnet20")
+    assert split_name("resnet20.fashion_mnist") == ("resnet20", "fashion_mnist")
+    assert split_name("resnet20") == ("resnet20", None)
+
+
+def test_create_model_ignores_tag_without_pretrained():
+    model = create_model("resnet20.fashion_mnist", in_chans=1)
+    assert model.in_chans == 1 and model.num_classes == 10
+
+
+@pytest.mark.parametrize("call", [create_model, get_entry])
+def test_unknown_model_suggests_close_matches(call):
+    with pytest.raises(KeyError) as e:
+        call("resnt20")
+    msg = str(e.value)
+    assert "'resnt20'" in msg and "resnet20" in msg
+
+
+def test_unknown_model_without_close_match():
+    with pytest.raises(KeyError) as e:
+        create_model("qqqqqqqqqq")
+    assert "Did you mean" not in str(e.value) and "list_models" in str(e.value)
+
+
+def test_misspelt_kwarg_names_it_and_suggests():
+    with pytest.raises(UnknownArgumentError) as e:
+        create_model("resnet20", nrom="layernorm")
+    msg = str(e.value)
+    assert "'nrom'" in msg and "'norm'" in msg
+    assert isinstance(e.value, TypeError)  # still a TypeError, as Python's own bad-kwarg error is
+    with pytest.raises(UnknownArgumentError, match="output_strid.*'output_stride'"):
+        create_model("resnet50", output_strid=8)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, fixed",
+    [
+        ("resnet20", {"layers": (1, 1, 1)}, "layers"),
+        ("resnet50", {"layers": (1, 1, 1, 1)}, "layers"),
+        ("plain20", {"shortcut": True}, "shortcut"),
+        ("se_resnet20", {"attn": "cbam"}, "attn"),
+        ("resnet20", {"stem": "imagenet"}, "stem"),
+    ],
+)
+def test_overriding_a_fixed_argument_raises(name, kwargs, fixed):
+    with pytest.raises(UnknownArgumentError, match=f"fixes {fixed}"):
+        create_model(name, **kwargs)
+
+
+def test_depth_is_not_an_argument():
+    with pytest.raises(UnknownArgumentError, match="depth"):
+        create_model("resnet20", depth=32)
+
+
+def test_duplicate_registration_raises():
+    def _zoo_test_duplicate(**kwargs):
+        return torch.nn.Identity()
+
+    try:
+        register_model()(_zoo_test_duplicate)
+        first = _registry._MODELS["_zoo_test_duplicate"]
+        assert is_model("_zoo_test_duplicate")
+        with pytest.raises(ValueError, match="already registered"):
+            register_model()(_zoo_test_duplicate)
+        assert _registry._MODELS["_zoo_test_duplicate"] is first  # the first registration stands
+    finally:
+        _registry._MODELS.pop("_zoo_test_duplicate", None)
+    assert not is_model("_zoo_test_duplicate")
+
+
+def test_duplicate_of_existing_model_raises():
+    def resnet20(**kwargs):
+        return torch.nn.Identity()
+
+    original = _registry._MODELS["resnet20"]
+    with pytest.raises(ValueError, match="resnet20"):
+        register_model()(resnet20)
+    assert _registry._MODELS["resnet20"] is original
+
+
+def test_model_info_resnet20():
+    info = model_info("resnet20")
+    assert info["name"] == "resnet20" and info["input_size"] == (3, 32, 32)
+    assert info["params"] == 272_474
+    assert info["flops"] > 0 and info["macs"] > 0 and info["macs"] == info["flops"] // 2
+    # ~40.8M multiply-adds at 32x32 (the paper's ResNet-20 is ~41M); a broad sanity band
+    assert 35e6 < info["macs"] < 46e6, info["macs"]
+
+
+def test_model_info_scales_with_input_and_depth():
+    m20 = model_info("resnet20")["macs"]
+    m56 = model_info("resnet56")["macs"]
+    assert 2.9 < m56 / m20 < 3.2  # 27 blocks against 9 (the strided first blocks are cheaper)
+    model = create_model("resnet20")
+    big = model_info(model, input_size=(3, 64, 64))
+    assert big["name"] == "ResNet" and 3.9 < big["macs"] / m20 < 4.1  # convs scale with the area
+
+
+def test_model_info_module_needs_input_size_and_restores_mode():
+    model = create_model("resnet20").train()
+    with pytest.raises(ValueError, match="input_size"):
+        model_info(model)
+    model_info(model, input_size=(3, 32, 32))
+    assert model.training
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+def test_public_api():
+    assert set(zoo.__all__) >= {"create_model", "is_model", "list_models", "model_info"}
+    assert zoo.create_model is create_model

@@ -1,0 +1,144 @@
+"""The trainer on tiny runs over the shipped Fashion-MNIST test split (always present)."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from zoo.config import load_config
+from zoo.engine import NonFiniteLossError, train
+from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.tasks import ClassificationTask
+
+from .conftest import REPO, run_env
+
+TINY = [
+    "data.train_split=test",  # the shipped split: no download, no Debian package needed
+    "data.batch_size=32",
+    "data.random_erasing=0.25",
+    "model.name=resnet20",
+    "train.amp_bf16=false",
+    "train.channels_last=false",
+    "train.deterministic=true",
+    "train.eval_every_epochs=0",
+    "train.log_every_steps=5",
+    "train.ema=true",
+    "train.ema_decay=0.9",
+    "schedule.warmup_epochs=0",
+]
+CONFIG = REPO / "configs/fashion_mnist/resnet20.yaml"
+
+
+def _train_cli(out: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO / "train.py"), str(CONFIG), *TINY, f"train.out_dir={out}", *extra]
+    if resume:
+        cmd.append("--resume")
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+    steps = ["train.max_steps=24", "train.ckpt_every_steps=4"]
+    reference = _train_cli(tmp_path / "ref", *steps)
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+
+    run = tmp_path / "killed"
+    proc = _train_cli(run, *steps)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill as soon as a mid-run checkpoint exists
+        ckpt = run / "last.ckpt"
+        if ckpt.exists():
+            try:
+                if 4 <= load_checkpoint(ckpt)["step"] < 20:
+                    break
+            except Exception:  # being replaced right now; read again
+                pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(run / "last.ckpt")["step"]
+    assert killed_at < 24 and not (run / "model.safetensors").exists()
+
+    resumed = _train_cli(run, *steps, resume=True)
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert f"resumed from {run / 'last.ckpt'} at step {killed_at}" in out
+    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = ClassificationTask.loss
+
+    def loss_that_explodes(self, model, batch, cfg):
+        calls["n"] += 1
+        loss = real_loss(self, model, batch, cfg)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(ClassificationTask, "loss", loss_that_explodes)
+    cfg = load_config(
+        CONFIG, TINY + ["train.max_steps=20", "train.ckpt_every_steps=5", f"train.out_dir={tmp_path}"]
+    )
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 6"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "last.ckpt")
+    assert state["step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_ddp_step_equals_single_process_step(tmp_path):
+    # GroupNorm: BatchNorm statistics are per process under DDP, so they would differ by design.
+    common = [
+        *TINY,
+        "train.max_steps=2",
+        "train.ckpt_every_steps=0",
+        "data.random_erasing=0.0",
+        "train.ema=false",
+        "model.args={in_chans: 1, norm: groupnorm}",
+        "data.batch_size=16",
+    ]
+    single = subprocess.run(
+        [sys.executable, "train.py", str(CONFIG), *common, f"train.out_dir={tmp_path / 'single'}"],
+        cwd=REPO,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stdout + single.stderr
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "train.py",
+            str(CONFIG),
+            *common,
+            f"train.out_dir={tmp_path / 'ddp'}",
+        ],
+        cwd=REPO,
+        env=run_env(OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    a, b = (
+        load_file(tmp_path / "single" / "model.safetensors"),
+        load_file(tmp_path / "ddp" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -1,0 +1,241 @@
+"""The weights manifest: one typed, validated entry per published weight.
+
+``weights_manifest.json`` (repo root, or ``$ZOO_MANIFEST``) is a JSON list of ``WeightsEntry``
+objects, one per ``arch.tag``. Reading it checks every entry against its type hints: an unknown
+or missing field (with a close match named), a wrong type, an unknown architecture, or an
+architecture with no or two default tags is an error that lists every problem at once. Writing
+it validates first and replaces the file atomically. zoo.weights re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._registry import TASKS, close_matches, get_entry, is_model, list_models, split_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+class ManifestError(ValueError):
+    """The manifest does not parse or does not describe a consistent set of weights."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the weights take as input, and the eval preprocessing that produces it."""
+
+    in_chans: int
+    input_size: list[int]  # [H, W] the model sees
+    mean: list[float]  # per channel, applied after scaling pixels to [0, 1]
+    std: list[float]
+    interpolation: str  # for the resize: nearest, bilinear or bicubic
+    resize_size: int | None  # shorter side resized to this, then center-cropped; null: no resize
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One weight file and everything needed to trust, use and reproduce it."""
+
+    name: str  # "arch.tag"
+    default: bool  # the tag create_model(arch, pretrained=True) picks: exactly one per arch
+    file: str  # file name in the weights folder
+    sha256: str
+    size_bytes: int
+    dtype: str  # of the floating-point tensors, e.g. "float32"
+    num_params: int  # of the model built with num_classes, in_chans and model_args below
+    task: str
+    dataset: str
+    split: str  # the split the metrics were measured on
+    metrics: dict[str, float]
+    num_classes: int
+    label_names: list[str]  # class index -> name; [] when not recorded
+    input: InputSpec
+    model_args: dict[str, Any]  # further create_model kwargs the weights were trained with
+    config: str  # the YAML recipe, relative to the repo root
+    command: str  # the exact training command
+    eval_command: str  # the exact command that measured the metrics
+    train_wall_time_s: float
+    hardware: str
+    git_commit: str
+    license: str
+    hf_repo_id: str  # "" until published
+    hf_revision: str  # the Hub commit the weights were published at; "" until published
+
+    @property
+    def arch(self) -> str:
+        return split_name(self.name)[0]
+
+
+def manifest_path() -> Path:
+    return Path(os.environ.get("ZOO_MANIFEST") or REPO_ROOT / "weights_manifest.json")
+
+
+def load_manifest(path: str | Path | None = None) -> list[WeightsEntry]:
+    """Every entry of the manifest, validated; ``[]`` when zoo is installed without one."""
+    if path is None and not os.environ.get("ZOO_MANIFEST") and not manifest_path().is_file():
+        return []  # a non-editable install has no repo root; an explicitly named manifest must exist
+    path = Path(path or manifest_path())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ManifestError(f"cannot read the weights manifest {path}: {e}") from None
+    return parse_manifest(data, source=str(path))
+
+
+def parse_manifest(data: Any, source: str = "manifest") -> list[WeightsEntry]:
+    """Typed entries from parsed JSON; every problem found is reported in one error."""
+    if not isinstance(data, list):
+        raise ManifestError(f"{source}: expected a JSON list of entries, got {type(data).__name__}")
+    problems: list[str] = []
+    entries = []
+    for i, item in enumerate(data):
+        label = f"entry {i}" + (f" ({item['name']})" if isinstance(item, dict) and "name" in item else "")
+        entry = _from_dict(WeightsEntry, item, label, problems)
+        if entry is not None:
+            problems += [f"{label}: {p}" for p in _entry_problems(entry)]
+            entries.append(entry)
+    problems += _manifest_problems(entries)
+    if problems:
+        raise ManifestError(f"{source} is invalid:\n  " + "\n  ".join(problems))
+    return entries
+
+
+def _from_dict(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from a JSON object, appending to ``problems`` instead of raising."""
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected an object, got {data!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    found = len(problems)
+    for key in data:
+        if key not in hints:
+            near = difflib.get_close_matches(key, names, n=1)
+            problems.append(
+                f"{where}: unknown field {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
+    missing = [n for n in names if n not in data]
+    if missing:
+        problems.append(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
+    values = {}
+    for name in names:
+        if name not in data:
+            continue
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _from_dict(hints[name], data[name], f"{where}.{name}", problems)
+            continue
+        ok, values[name] = _coerce(data[name], hints[name])
+        if not ok:
+            problems.append(f"{where}.{name}: expected {hints[name]}, got {data[name]!r}")
+    return cls(**values) if len(problems) == found else None
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check a parsed JSON value against a type hint; an int is accepted (as a float) where a float is."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, coerced = _coerce(value, option)
+            if ok:
+                return True, coerced
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if origin is list:
+        items = [_coerce(v, args[0]) for v in value] if isinstance(value, list) else [(False, None)]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if origin is dict:
+        items = {k: _coerce(v, args[1]) for k, v in value.items()} if isinstance(value, dict) else {}
+        return isinstance(value, dict) and all(ok for ok, _ in items.values()), {
+            k: v for k, (_, v) in items.items()
+        }
+    if isinstance(value, bool) and tp is not bool:
+        return False, value  # JSON true/false is not a number
+    if tp is float and isinstance(value, int):
+        return True, float(value)
+    return isinstance(value, tp), value
+
+
+def _entry_problems(e: WeightsEntry) -> list[str]:
+    """What one well-typed entry can still get wrong."""
+    arch, tag = split_name(e.name)
+    if not is_model(arch):
+        near = close_matches(arch, list_models())
+        return [f"unknown architecture {arch!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")]
+    problems = []
+    if not tag:
+        problems.append(f"name {e.name!r} needs a tag: 'arch.tag'")
+    if e.task not in TASKS or e.task != get_entry(arch).task:
+        problems.append(f"task {e.task!r} is not {arch}'s task {get_entry(arch).task!r}")
+    if Path(e.file).name != e.file or not e.file.endswith(".safetensors"):
+        problems.append(f"file {e.file!r} must be a bare '*.safetensors' file name")
+    if len(e.sha256) != 64 or set(e.sha256) - set("0123456789abcdef"):
+        problems.append(f"sha256 {e.sha256!r} is not 64 lowercase hex digits")
+    if e.label_names and len(e.label_names) != e.num_classes:
+        problems.append(f"{len(e.label_names)} label_names for {e.num_classes} classes")
+    spec = e.input
+    if len(spec.input_size) != 2 or len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
+        problems.append("input needs input_size [H, W] and one mean and std per input channel")
+    if spec.interpolation not in INTERPOLATIONS:
+        problems.append(f"input.interpolation {spec.interpolation!r} is not one of {INTERPOLATIONS}")
+    for key in ("num_classes", "in_chans"):
+        if key in e.model_args:
+            problems.append(f"model_args must not hold {key!r}: it has its own field")
+    if bool(e.hf_repo_id) != bool(e.hf_revision):
+        problems.append("hf_repo_id and hf_revision are set together (on publishing) or both empty")
+    if e.hf_revision and (len(e.hf_revision) != 40 or set(e.hf_revision) - set("0123456789abcdef")):
+        problems.append(f"hf_revision {e.hf_revision!r} must be a commit sha (a branch could move)")
+    return problems
+
+
+def _manifest_problems(entries: list[WeightsEntry]) -> list[str]:
+    problems, seen, defaults = [], set(), {}
+    for e in entries:
+        if e.name in seen:
+            problems.append(f"{e.name} appears twice")
+        seen.add(e.name)
+        defaults.setdefault(e.arch, [])
+        if e.default:
+            defaults[e.arch].append(e.name)
+    for arch, names in defaults.items():
+        if len(names) != 1:
+            problems.append(f"{arch} needs exactly one default weight, has {len(names)}: {names}")
+    return problems
+
+
+def save_manifest(entries: list[WeightsEntry], path: str | Path | None = None) -> None:
+    """Validate and write the manifest atomically (a reader never sees half a file)."""
+    path = Path(path or manifest_path())
+    data = [dataclasses.asdict(e) for e in sorted(entries, key=lambda e: e.name)]
+    parse_manifest(data, source=f"new content for {path}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_to_json(data) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _to_json(value: Any, depth: int = 0) -> str:
+    """JSON with one field per line, but flat lists (mean, std, label names) on one line."""
+    pad, end = "  " * (depth + 1), "  " * depth
+    if isinstance(value, dict) and value:
+        fields = (f"{pad}{json.dumps(k)}: {_to_json(v, depth + 1)}" for k, v in value.items())
+        return "{\n" + ",\n".join(fields) + f"\n{end}}}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(pad + _to_json(v, depth + 1) for v in value) + f"\n{end}]"
+    return json.dumps(value, ensure_ascii=False)

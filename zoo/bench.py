@@ -1,0 +1,133 @@
+"""Measure training throughput: the zoo trainer against a plain PyTorch loop, in one run.
+
+    python -m zoo.bench train                       # resnet20 on Fashion-MNIST
+    python -m zoo.bench train --model resnet56 --steps 150
+
+Each setting trains for ``--steps`` steps; img/s is the median over timed windows of
+``--window`` steps after ``--warmup`` steps. The zoo rows run the real trainer
+(``zoo.engine.train``: in-memory uint8 data, whole-batch augmentation) under each
+precision/memory-format setting; the baseline is the loop most tutorials write: float32
+NCHW, a ``DataLoader`` with per-sample torchvision transforms and ``num_workers=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+
+from . import create_model
+from .config import load_config
+from .data.classification import cache_dir, load_classification
+from .engine import train
+
+
+def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: int, batch_size: int) -> float:
+    """img/s of a textbook loop: per-sample PIL transforms in 2 workers, fp32, NCHW."""
+    load_classification("fashion_mnist", "train")  # stages the files where torchvision looks
+    load_classification("fashion_mnist", "test")
+    transform = T.Compose(
+        [
+            T.RandomCrop(28, padding=2),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize((0.2860,), (0.3530,)),
+        ]
+    )
+    data = torchvision.datasets.FashionMNIST(cache_dir() / "torchvision", train=True, transform=transform)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
+    )
+    cfg = load_config(config)
+    model = create_model(model_name, in_chans=1, num_classes=10)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
+    rates, step, t0 = [], 0, None
+    while step < steps:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == warmup:
+                t0 = time.perf_counter()
+            elif step > warmup and (step - warmup) % window == 0:
+                now = time.perf_counter()
+                rates.append(window * batch_size / (now - t0))
+                t0 = now
+            if step >= steps:
+                break
+    return statistics.median(rates)
+
+
+def zoo_trainer(
+    model_name: str, config: str, steps: int, warmup: int, window: int, bf16: bool, cl: bool
+) -> float:
+    """img/s of zoo.engine.train itself, read back from its metrics log."""
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(
+            config,
+            [
+                f"model.name={model_name}",
+                f"train.max_steps={steps}",
+                f"train.log_every_steps={window}",
+                f"train.amp_bf16={bf16}",
+                f"train.channels_last={cl}",
+                f"train.out_dir={out}",
+                "train.eval_every_epochs=0",
+                "train.ckpt_every_steps=0",
+                "train.ema=false",
+            ],
+        )
+        train(cfg)
+        records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
+    rates = [r["img_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["train"])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--config", default="configs/fashion_mnist/resnet20.yaml")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=40)
+    parser.add_argument("--window", type=int, default=20)
+    parser.add_argument("--json", help="also write the table here")
+    args = parser.parse_args()
+    batch = load_config(args.config).data.batch_size
+    print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")
+    rows = [
+        (
+            "plain PyTorch loop (fp32, NCHW, DataLoader + per-sample transforms, 2 workers)",
+            plain_loop(args.model, args.config, args.steps, args.warmup, args.window, batch),
+        )
+    ]
+    for bf16 in (False, True):
+        for cl in (False, True):
+            label = f"zoo trainer ({'bf16' if bf16 else 'fp32'}, {'channels_last' if cl else 'NCHW'})"
+            rows.append(
+                (label, zoo_trainer(args.model, args.config, args.steps, args.warmup, args.window, bf16, cl))
+            )
+    base = rows[0][1]
+    print("\n| setting | img/s | vs plain |\n|---|---:|---:|")
+    for label, ips in rows:
+        print(f"| {label} | {ips:.0f} | {ips / base:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([{"setting": s, "img_per_s": round(v, 1)} for s, v in rows], indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()

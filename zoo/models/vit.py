@@ -1,0 +1,191 @@
+"""Vision Transformer (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021).
+
+The image is cut into ``patch_size`` x ``patch_size`` patches, each linearly embedded (a
+strided conv); a learned class token is prepended and learned position embeddings are added;
+then ``depth`` pre-norm transformer blocks, a final LayerNorm and a linear head on the class
+token (``global_pool="token"``). With ``global_pool="avg"`` the head reads the mean of the
+patch tokens instead, and the final LayerNorm moves after the pooling (named ``fc_norm``), as
+in timm and MAE.
+
+Dropout follows the paper (Appendix B.1): ``drop_rate`` is applied right after adding the
+position embeddings and after every dense layer in the blocks except the qkv projection.
+``drop_path_rate`` is stochastic depth, rising linearly from 0 to that value over the blocks.
+
+Learned position embeddings fix the input size: a model takes ``img_size`` x ``img_size``
+images only (pass ``img_size=28`` for Fashion-MNIST). Parameter names follow timm, so timm's
+``vit_tiny_patch16_224`` and ``vit_small_patch16_224`` state dicts load unchanged.
+
+``feature_info`` lists up to four evenly spaced block outputs, ending with the last block; each
+is returned as a (B, embed_dim, H/p, W/p) map of patch tokens (class token dropped, no norm).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from .._builder import build_model
+from .._registry import register_model
+from ..layers import TransformerBlock
+from ._base import ZooModel, classifier_or_identity
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches, each projected linearly to ``embed_dim``: (B, C, H, W) -> (B, N, D)."""
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size ({img_size}) must be divisible by patch_size ({patch_size})")
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def feature_block_indices(depth: int, n: int = 4) -> tuple[int, ...]:
+    """Up to ``n`` evenly spaced block indices ending with the last: depth 12 -> (2, 5, 8, 11)."""
+    step = max(depth // n, 1)
+    return tuple(i for i in (depth - 1 - step * k for k in reversed(range(n))) if i >= 0)
+
+
+class VisionTransformer(ZooModel):
+    first_conv = "patch_embed.proj"
+    classifier = "head"
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "token",
+    ):
+        super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        if not isinstance(img_size, int):
+            raise TypeError(f"img_size must be an int (square images), got {img_size!r}")
+        self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
+        self.num_features = self.embed_dim = embed_dim
+        self.fixed_input_size = (img_size, img_size)
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.grid_size = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        drop_paths = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.Sequential(
+            *[
+                TransformerBlock(
+                    embed_dim, num_heads, mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dp
+                )
+                for dp in drop_paths
+            ]
+        )
+        use_fc_norm = global_pool == "avg"
+        self.norm = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if use_fc_norm else nn.Identity()
+        self.head = classifier_or_identity(embed_dim, num_classes)
+
+        # Kept apart from feature_info, which as_features() narrows to the returned maps.
+        self.feature_blocks = feature_block_indices(depth)
+        self.feature_info = [
+            dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in self.feature_blocks
+        ]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # timm's default ViT init: truncated normal (std 0.02) for the position embeddings and every
+        # linear layer, a near-zero class token; the patch conv and LayerNorms keep PyTorch's init.
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with the class token in front and the position embeddings added: (B, 1+N, D)."""
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pos_drop(x + self.pos_embed)
+
+    def tokens_to_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1+N, D) tokens -> (B, D, H/p, W/p) map of the patch tokens (class token dropped)."""
+        return x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[-1], *self.grid_size)
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.forward_embed(x)
+        features = []
+        for i, block in enumerate(self.blocks[: self.feature_blocks[-1] + 1]):
+            x = block(x)
+            if i in self.feature_blocks:
+                features.append(self.tokens_to_map(x))
+        return features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the last block and the final norm: (B, 1+N, D)."""
+        return self.norm(self.blocks(self.forward_embed(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0] if self.global_pool == "token" else x[:, 1:].mean(dim=1)
+        x = self.fc_norm(x)
+        return x if pre_logits else self.head(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = classifier_or_identity(self.num_features, num_classes)
+
+
+def _create_vit(arch: str, **kwargs) -> VisionTransformer:
+    return build_model(arch, VisionTransformer, kwargs.pop("model_args"), kwargs)
+
+
+# ImageNet ViTs (224 px, 1000 classes), state-dict compatible with timm.
+@register_model()
+def vit_tiny_patch16_224(**kwargs) -> VisionTransformer:
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_vit("vit_tiny_patch16_224", model_args=model_args, **kwargs)
+
+
+@register_model()
+def vit_small_patch16_224(**kwargs) -> VisionTransformer:
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_vit("vit_small_patch16_224", model_args=model_args, **kwargs)
+
+
+# Small-image ViTs: 4x4 patches on 32 px images give an 8x8 grid (7x7 with img_size=28).
+# The widths and heads are those of ViT-Ti/S; depth 9 instead of 12 suits the 64-token
+# sequences and small datasets. 10 classes by default, as on CIFAR-10 and Fashion-MNIST.
+_small = partial(register_model, input_size=(3, 32, 32))
+
+
+def _small_vit(arch: str, kwargs: dict, **model_args) -> VisionTransformer:
+    kwargs.setdefault("img_size", 32)
+    kwargs.setdefault("num_classes", 10)
+    return _create_vit(arch, model_args=dict(patch_size=4, depth=9, **model_args), **kwargs)
+
+
+@_small()
+def vit_tiny_patch4_32(**kwargs) -> VisionTransformer:
+    return _small_vit("vit_tiny_patch4_32", kwargs, embed_dim=192, num_heads=3)
+
+
+@_small()
+def vit_small_patch4_32(**kwargs) -> VisionTransformer:
+    return _small_vit("vit_small_patch4_32", kwargs, embed_dim=384, num_heads=6)

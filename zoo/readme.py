@@ -1,0 +1,75 @@
+"""The README's model table, generated from the weights manifest so it can never disagree with it.
+
+``python -m zoo.readme`` rewrites what lies between the two markers in README.md;
+``python -m zoo.readme --check`` only says whether it is current (exit status 1 if not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .weights import REPO_ROOT, WeightsEntry, load_manifest
+
+START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+README = REPO_ROOT / "README.md"
+
+
+def render_table(entries: list[WeightsEntry]) -> str:
+    """Markdown for the weights: one table row each, then one train and one eval command each."""
+    if not entries:
+        return "_No published weights yet._"
+    rows = [
+        "| Weights | Dataset (split) | Metrics | Params | Input | File | Hub |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for w in sorted(entries, key=lambda e: e.name):
+        name = f"`{w.name}`" + (" (default)" if w.default else "")
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in w.metrics.items())
+        shape = "x".join(map(str, [w.input.in_chans, *w.input.input_size]))
+        hub = (
+            f"[{w.hf_repo_id}](https://huggingface.co/{w.hf_repo_id}/tree/{w.hf_revision})"
+            if w.hf_repo_id
+            else "-"
+        )
+        rows.append(
+            f"| {name} | {w.dataset} ({w.split}) | {metrics} | {w.num_params / 1e6:.2f}M | {shape} "
+            f"| {w.size_bytes / 1e6:.1f} MB | {hub} |"
+        )
+        commands.append(
+            f"- `{w.name}` ([{w.config}]({w.config})): train `{w.command}`, evaluate `{w.eval_command}`"
+        )
+    return "\n".join(rows) + "\n\nReproduce each weight:\n\n" + "\n".join(commands)
+
+
+def render_readme(text: str, entries: list[WeightsEntry]) -> str:
+    """``text`` with the part between the markers replaced by the current table."""
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise ValueError(
+            f"README.md needs the markers {START} and {END} (in that order) around the model table"
+        )
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{render_table(entries)}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zoo.readme", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    new = render_readme(text, load_manifest())
+    if args.check:
+        if new != text:
+            sys.exit(f"{args.readme}: the model table is out of date; run `python -m zoo.readme`")
+        return
+    if new != text:
+        args.readme.write_text(new, encoding="utf-8")
+    print(f"{args.readme}: model table {'updated' if new != text else 'already current'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""Pretrained weights: where weight files come from, how they are checked, loaded and adapted.
+
+The manifest (``weights_manifest.json``: typed, validated entries) lives in ``zoo._manifest``;
+its names are re-exported here. ``create_model(name, pretrained=True)`` ends in
+``create_pretrained``, which
+1. finds the file: an explicit ``checkpoint_path``, else the weights folder (``$ZOO_WEIGHTS_DIR``,
+   default ``weights/``), else the Hub repo and commit the entry was published to;
+2. checks its size and sha256 against the manifest before anything parses it;
+3. parses it as safetensors, never as pickle (unpickling a file can run arbitrary code);
+4. builds a new model with the weights' own ``num_classes``/``in_chans``/``model_args``, loads it
+   ``strict=True``, then adapts it (in ``build_adapted``, the one place that does) to the
+   ``num_classes``/``in_chans`` the caller asked for.
+
+``python -m zoo.weights add NAME FILE ...`` records a new weight (hash, size, dtype, parameter
+count and shapes are computed from the file); ``python -m zoo.weights verify`` re-checks them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+
+from ._manifest import (
+    INTERPOLATIONS,
+    REPO_ROOT,
+    InputSpec,
+    ManifestError,
+    WeightsEntry,
+    load_manifest,
+    manifest_path,
+    parse_manifest,
+    save_manifest,
+)
+from ._registry import ModelEntry, close_matches, get_entry, split_name
+
+__all__ = [
+    "InputSpec",
+    "ManifestError",
+    "WeightsEntry",
+    "WeightsError",
+    "add_entry",
+    "create_pretrained",
+    "eval_transforms",
+    "find_weights",
+    "load_manifest",
+    "manifest_path",
+    "parse_manifest",
+    "read_verified",
+    "resolve_file",
+    "save_manifest",
+    "verify_entry",
+    "weights_dir",
+]
+
+HUB_FILENAME = "model.safetensors"  # the weights' name inside a Hub repo, as timm publishes them
+HF_HUB_PREFIX = "hf-hub:"
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be found, do not match the manifest, or do not fit the model."""
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("ZOO_WEIGHTS_DIR") or REPO_ROOT / "weights")
+
+
+def find_weights(name: str, entries: list[WeightsEntry] | None = None) -> WeightsEntry:
+    """The entry for ``arch.tag``, or the default entry for a bare ``arch``."""
+    entries = load_manifest() if entries is None else entries
+    arch, tag = split_name(name)
+    for e in entries:
+        if (e.name == name) if tag else (e.arch == arch and e.default):
+            return e
+    names = [e.name for e in entries]
+    near_archs = close_matches(arch, {e.arch for e in entries})
+    near = [n for n in names if split_name(n)[0] in near_archs] or close_matches(name, names)
+    hint = f"close matches: {', '.join(near)}" if near else f"{len(names)} weights in all"
+    raise WeightsError(f"no pretrained weights for {name!r} ({hint}; see zoo.list_models(pretrained=True))")
+
+
+# -- files: where they are, whether they are what the manifest says ---------------------------
+
+
+def resolve_file(w: WeightsEntry, checkpoint_path: str | Path | None = None) -> Path:
+    """Where ``w``'s file is: the explicit path, the weights folder, or the Hub cache (downloading)."""
+    if checkpoint_path is not None:
+        if not Path(checkpoint_path).is_file():
+            raise WeightsError(f"checkpoint_path {checkpoint_path} does not exist")
+        return Path(checkpoint_path)
+    local = weights_dir() / w.file
+    if local.is_file():
+        return local
+    if w.hf_repo_id:
+        from .hub import hub_download
+
+        return hub_download(w.hf_repo_id, HUB_FILENAME, revision=w.hf_revision)
+    raise WeightsError(
+        f"weights file {w.file!r} for {w.name} is not in {weights_dir()} (ZOO_WEIGHTS_DIR names "
+        f"another folder) and {w.name} is not published on the Hub (its hf_repo_id is empty)"
+    )
+
+
+def read_verified(path: str | Path, w: WeightsEntry) -> dict[str, torch.Tensor]:
+    """The tensors in ``path``, once its bytes are exactly the ones the manifest records.
+
+    The bytes are read once, hashed, and those same bytes parsed, so the file cannot change
+    between the check and the load.
+    """
+    data = Path(path).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != w.sha256 or len(data) != w.size_bytes:
+        raise WeightsError(
+            f"{path} is not the file the manifest records for {w.name}: sha256 expected {w.sha256}, "
+            f"got {actual}; size expected {w.size_bytes} bytes, got {len(data)}. It is corrupt, "
+            f"truncated or replaced: delete it and fetch it again."
+        )
+    return parse_safetensors(data, path)
+
+
+def read_unverified(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors in a file nothing vouches for: still safetensors only."""
+    if not Path(path).is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    return parse_safetensors(Path(path).read_bytes(), path)
+
+
+def parse_safetensors(data: bytes, source: str | Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load(data)
+    except SafetensorError as e:
+        raise WeightsError(
+            f"{source} is not a valid safetensors file ({e}). zoo reads safetensors only: pickled "
+            f"checkpoints (.pt, .pth, .bin) are refused because loading one can run arbitrary code."
+        ) from None
+
+
+# -- building models from weights ------------------------------------------------------------
+
+
+def create_pretrained(
+    entry: ModelEntry, tag: str | None, pretrained: bool | str, checkpoint_path: str | None, kwargs: dict
+) -> nn.Module:
+    """``create_model``'s pretrained path (see the module docstring for the order of the steps).
+
+    - ``pretrained="hf-hub:ORG/REPO[@REV]"``: that repo's timm-compatible ``model.safetensors``.
+    - ``checkpoint_path`` with no tag and ``pretrained=False``: that file as is, no manifest check.
+    - otherwise the manifest's weights for ``arch.tag`` (or the arch's default), from
+      ``checkpoint_path`` if given, verified against the manifest either way.
+    """
+    if isinstance(pretrained, str):
+        if not pretrained.startswith(HF_HUB_PREFIX):
+            raise ValueError(f"pretrained must be True, False or 'hf-hub:ORG/REPO', got {pretrained!r}")
+        if tag or checkpoint_path:
+            raise ValueError(
+                f"pretrained={pretrained!r} names its own weights: drop the tag or checkpoint_path"
+            )
+        from .hub import download_external
+
+        path = download_external(pretrained[len(HF_HUB_PREFIX) :])
+        return _load_unvouched(entry, read_unverified(path), kwargs, source=pretrained)
+    if not pretrained and tag is None:
+        return _load_unvouched(entry, read_unverified(checkpoint_path), kwargs, source=str(checkpoint_path))
+    w = find_weights(entry.name if tag is None else f"{entry.name}.{tag}")
+    state = read_verified(resolve_file(w, checkpoint_path), w)
+    model = build_adapted(entry, state, w.name, w.num_classes, w.input.in_chans, w.model_args, kwargs)
+    model.pretrained_weights = w  # lets eval_transforms(model) find the preprocessing
+    return model
+
+
+def _load_unvouched(entry: ModelEntry, state: dict, kwargs: dict, source: str) -> nn.Module:
+    """Load a state dict of unknown shape: read its classes and input channels off the tensors.
+
+    A throwaway model built as asked tells which tensors hold the first conv and the classifier.
+    """
+    probe = entry.fn(**kwargs)
+    conv_key, head_key = f"{probe.first_conv}.weight", f"{probe.classifier}.weight"
+    if conv_key not in state:
+        raise WeightsError(f"{source} has no {conv_key!r}: it is not a state dict for {entry.name}")
+    src_classes = state[head_key].shape[0] if head_key in state else 0
+    return build_adapted(entry, state, source, src_classes, state[conv_key].shape[1], {}, kwargs)
+
+
+def build_adapted(
+    entry: ModelEntry,
+    state: dict[str, torch.Tensor],
+    source: str,
+    src_classes: int,
+    src_chans: int,
+    model_args: dict[str, Any],
+    kwargs: dict[str, Any],
+) -> nn.Module:
+    """The one place weights meet a model: build it as the weights were trained, load strictly,
+    then adapt to the ``num_classes`` / ``in_chans`` in ``kwargs`` (as timm's ``load_pretrained``).
+
+    The model is always new, so a load that fails leaves no half-loaded model behind.
+    """
+    kwargs = dict(kwargs)
+    want_classes = kwargs.pop("num_classes", src_classes)
+    want_chans = kwargs.pop("in_chans", src_chans)
+    clash = [
+        f"{k}={kwargs[k]!r} (trained with {v!r})" for k, v in model_args.items() if kwargs.get(k, v) != v
+    ]
+    if clash:
+        raise WeightsError(f"{source} cannot be loaded with {', '.join(clash)}")
+    model = entry.fn(**{**model_args, **kwargs}, num_classes=src_classes, in_chans=want_chans)
+    if want_chans != src_chans:
+        from timm.models import adapt_input_conv  # sums (1 channel) or repeats-and-rescales the filters
+
+        key = f"{model.first_conv}.weight"
+        state = {**state, key: adapt_input_conv(want_chans, state[key])}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(
+            f"{source} does not fit {entry.name} built with {kwargs or 'defaults'}: {e}"
+        ) from None
+    if want_classes != src_classes:
+        if want_classes > 0:  # 0 asks for no head at all: nothing to warn about
+            warnings.warn(
+                f"{source} has {src_classes} classes, {want_classes} were asked for: the classifier "
+                f"{model.classifier!r} is newly initialised and needs training",
+                stacklevel=4,
+            )
+        model.reset_classifier(want_classes)
+    return model
+
+
+def eval_transforms(weights: str | WeightsEntry | nn.Module):
+    """The eval preprocessing recorded with the weights (a name, an entry, or a pretrained model)."""
+    from torchvision.transforms import v2
+
+    if isinstance(weights, nn.Module):
+        if not hasattr(weights, "pretrained_weights"):
+            raise ValueError(f"{type(weights).__name__} was not created with pretrained weights")
+        weights = weights.pretrained_weights
+    w = find_weights(weights) if isinstance(weights, str) else weights
+    spec = w.input
+    steps = [v2.ToImage()]
+    if spec.resize_size is not None:  # resize while still uint8, as torchvision's presets do
+        mode = v2.InterpolationMode(spec.interpolation)
+        steps += [
+            v2.Resize(spec.resize_size, interpolation=mode, antialias=True),
+            v2.CenterCrop(spec.input_size),
+        ]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec.mean, spec.std)]
+    return v2.Compose(steps)
+
+
+# -- recording and re-checking weights --------------------------------------------------------
+
+
+def verify_entry(w: WeightsEntry, path: str | Path | None = None) -> nn.Module:
+    """Re-derive everything the entry claims from its file; return the loaded model."""
+    state = read_verified(path or resolve_file(w), w)
+    model = build_adapted(get_entry(w.arch), state, w.name, w.num_classes, w.input.in_chans, w.model_args, {})
+    claims = {"num_params": w.num_params, "dtype": w.dtype}
+    actual = {"num_params": sum(p.numel() for p in model.parameters()), "dtype": _float_dtype(state)}
+    wrong = [f"{k} is {actual[k]}, the manifest says {claims[k]}" for k in claims if actual[k] != claims[k]]
+    if wrong:
+        raise WeightsError(f"{w.name}: {'; '.join(wrong)}")
+    return model
+
+
+def _float_dtype(state: dict[str, torch.Tensor]) -> str:
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()})
+    return "+".join(dtypes)
+
+
+def add_entry(
+    name: str,
+    weights_file: str | Path,
+    *,
+    dataset: str,
+    split: str,
+    metrics: dict[str, float],
+    mean: list[float],
+    std: list[float],
+    config: str,
+    command: str,
+    eval_command: str,
+    input_size: list[int] | None = None,
+    interpolation: str = "bilinear",
+    resize_size: int | None = None,
+    label_names: list[str] = (),
+    model_args: dict[str, Any] | None = None,
+    train_wall_time_s: float = 0.0,
+    hardware: str = "",
+    git_commit: str | None = None,
+    license: str = "mit",
+    default: bool | None = None,
+    replace: bool = False,
+    manifest: str | Path | None = None,
+) -> WeightsEntry:
+    """Record a trained weight: copy it into the weights folder and add its manifest entry.
+
+    Hash, size, dtype, parameter count, ``num_classes`` and ``in_chans`` come from the file
+    (which must load strictly). ``input_size`` defaults to the architecture's; ``git_commit`` to
+    the repo's HEAD (pass the commit training ran at if it differs); ``default`` to True for an
+    architecture's first weight. Making a new default clears the old one.
+    """
+    arch, tag = split_name(name)
+    if not tag:
+        raise ValueError(f"name must be 'arch.tag', got {name!r}")
+    entry, model_args = get_entry(arch), dict(model_args or {})
+    data = Path(weights_file).read_bytes()  # read once: the bytes hashed are the bytes copied
+    state = parse_safetensors(data, weights_file)
+    model = _load_unvouched(entry, state, model_args, source=str(weights_file))
+    entries = load_manifest(manifest)
+    if any(e.name == name for e in entries) and not replace:
+        raise ValueError(f"{name} is already in the manifest; pass replace=True (--replace) to update it")
+    others = [e for e in entries if e.name != name]
+    if default is None:
+        default = not any(e.arch == arch and e.default for e in others)
+    if default:
+        others = [dataclasses.replace(e, default=False) if e.arch == arch else e for e in others]
+    spec = InputSpec(
+        in_chans=model.in_chans,
+        input_size=list(input_size or entry.input_size[1:]),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in std],
+        interpolation=interpolation,
+        resize_size=resize_size,
+    )
+    new = WeightsEntry(
+        name=name,
+        default=default,
+        file=f"{name}.safetensors",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        dtype=_float_dtype(state),
+        num_params=sum(p.numel() for p in model.parameters()),
+        task=entry.task,
+        dataset=dataset,
+        split=split,
+        metrics={k: float(v) for k, v in metrics.items()},
+        num_classes=model.num_classes,
+        label_names=list(label_names),
+        input=spec,
+        model_args=model_args,
+        config=config,
+        command=command,
+        eval_command=eval_command,
+        train_wall_time_s=float(train_wall_time_s),
+        hardware=hardware,
+        git_commit=_git_head() if git_commit is None else git_commit,
+        license=license,
+        hf_repo_id="",
+        hf_revision="",
+    )
+    parse_manifest([dataclasses.asdict(e) for e in [*others, new]], source="the manifest with " + name)
+    target = weights_dir() / new.file  # copied only once the new manifest is known to be valid
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_bytes() != data:
+        target.write_bytes(data)
+    save_manifest([*others, new], manifest)
+    return new
+
+
+def _git_head() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zoo.weights", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command_name", required=True)
+    add = commands.add_parser("add", help="record a trained weight file in the manifest")
+    add.add_argument("name", help="arch.tag")
+    add.add_argument("file", help="a safetensors state dict")
+    add.add_argument("--dataset", required=True)
+    add.add_argument("--split", required=True, help="the split the metrics were measured on")
+    add.add_argument("--metrics", type=json.loads, required=True, help="JSON, e.g. '{\"top1\": 93.1}'")
+    add.add_argument("--mean", type=float, nargs="+", required=True)
+    add.add_argument("--std", type=float, nargs="+", required=True)
+    add.add_argument("--config", required=True, help="the YAML recipe")
+    add.add_argument("--command", required=True, help="the exact training command")
+    add.add_argument("--eval-command", required=True, help="the exact command that gave the metrics")
+    add.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    add.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
+    add.add_argument("--resize-size", type=int, help="resize the shorter side, then center-crop")
+    add.add_argument("--labels-file", help="class names, one a line, in class-index order")
+    add.add_argument("--model-args", type=json.loads, default={}, help="JSON, e.g. '{\"img_size\": 28}'")
+    add.add_argument("--train-wall-time-s", type=float, default=0.0)
+    add.add_argument("--hardware", default="")
+    add.add_argument("--git-commit", help="the commit training ran at (default: HEAD)")
+    add.add_argument("--license", default="mit")
+    add.add_argument("--default", action=argparse.BooleanOptionalAction, default=None)
+    add.add_argument("--replace", action="store_true", help="update an existing entry")
+    verify = commands.add_parser("verify", help="re-check files, hashes, parameter counts and strict loads")
+    verify.add_argument("names", nargs="*", help="arch.tag names (default: all)")
+    args = vars(parser.parse_args(argv))
+    if args.pop("command_name") == "verify":
+        for w in load_manifest():
+            if not args["names"] or w.name in args["names"]:
+                verify_entry(w)
+                print(f"ok  {w.name}")
+        return
+    labels_file = args.pop("labels_file")
+    if labels_file:
+        args["label_names"] = Path(labels_file).read_text(encoding="utf-8").splitlines()
+    new = add_entry(args.pop("name"), args.pop("file"), **args)
+    print(f"added {new.name} ({new.num_params:,} params, sha256 {new.sha256[:12]}...) to {manifest_path()}")
+    print("now run `python -m zoo.readme` to update the README's model table")
+
+
+if __name__ == "__main__":
+    main()
