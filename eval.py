@@ -5,6 +5,8 @@
     python eval.py resnet20.fashion_mnist               # one published weight (arch alone: its default tag)
     python eval.py resnet20 --checkpoint runs/fashion_mnist/resnet20/model.safetensors
     python eval.py resnet20 --checkpoint runs/fashion_mnist/resnet20/last.ckpt
+    python eval.py deeplabv3_resnet18 --checkpoint runs/camvid/deeplabv3_resnet18/last.ckpt --save-overlays 6
+    python eval.py fcos_dcn_resnet18 --checkpoint runs/bccd/fcos_dcn_resnet18/last.ckpt --save-boxes 8 --save-sampling
 
 Metrics come from torchmetrics. A table is printed and the full results (per-class numbers,
 confusion matrix, ...) are written as JSON to --out. With --all, any metric further from the
@@ -25,20 +27,60 @@ from zoo.data import DatasetNotFoundError
 from zoo.engine import evaluate, get_task
 from zoo.engine.checkpoint import load_checkpoint, write_json
 from zoo.engine.trainer import build_model
+from zoo.viz import save_detection_boxes, save_sampling_points, save_segmentation_overlays
 from zoo.weights import find_weights, load_manifest
 
 
-def eval_published(name: str, data_dir: str | None, batch_size: int) -> dict:
+def overlays(model, loader, task, info: dict, n: int, name: str) -> dict:
+    """With ``--save-overlays N``: a PNG of N images / ground truth / prediction (segmentation)."""
+    if n <= 0:
+        return {}
+    if task.name != "segmentation":
+        sys.exit(f"error: --save-overlays applies to segmentation models, {name} is {task.name}")
+    return {
+        "overlays": str(save_segmentation_overlays(model, loader, info, n, f"runs/eval/{name}_overlays.png"))
+    }
+
+
+def detection_pictures(model, loader, task, info: dict, boxes: int, sampling: bool, name: str) -> dict:
+    """With ``--save-boxes N`` / ``--save-sampling``: boxes on N test images; the deformable head's taps."""
+    if not boxes and not sampling:
+        return {}
+    if task.name != "detection":
+        sys.exit(f"error: --save-boxes/--save-sampling apply to detection models, {name} is {task.name}")
+    out = {}
+    if boxes:
+        out["boxes"] = str(save_detection_boxes(model, loader, info, boxes, f"runs/eval/{name}_boxes.png"))
+    if sampling:  # on the first image, at the centre of the most confident detection
+        image = next(iter(loader.batches(0)))[0][0]
+        out["sampling"] = str(save_sampling_points(model, image, info, f"runs/eval/{name}_sampling.png"))
+    return {"pictures": out}
+
+
+def eval_published(
+    name: str, data_dir: str | None, batch_size: int, save_overlays: int = 0, boxes: int = 0, sampling=False
+) -> dict:
     """Evaluate manifest weights on the split they were measured on, with their own preprocessing."""
     w = find_weights(name)
     task = get_task(w.task)
     loader, info = task.build_eval_loader(w.dataset, w.split, data_dir, batch_size, vars(w.input))
     info["classes"] = w.label_names or info["classes"]
     model = create_model(w.name, pretrained=True)
-    return {"name": w.name, "dataset": w.dataset, "split": w.split, **evaluate(model, loader, task, info)}
+    result = evaluate(model, loader, task, info)
+    result.update(overlays(model, loader, task, info, save_overlays, w.name))
+    result.update(detection_pictures(model, loader, task, info, boxes, sampling, w.name))
+    return {"name": w.name, "dataset": w.dataset, "split": w.split, **result}
 
 
-def eval_checkpoint(arch: str, path: str, data_dir: str | None, batch_size: int) -> dict:
+def eval_checkpoint(
+    arch: str,
+    path: str,
+    data_dir: str | None,
+    batch_size: int,
+    save_overlays: int = 0,
+    boxes=0,
+    sampling=False,
+) -> dict:
     """Evaluate a run's last.ckpt (its EMA weights when the run kept an EMA) or exported safetensors."""
     if path.endswith(".safetensors"):
         with safe_open(path, "pt") as f:
@@ -70,6 +112,8 @@ def eval_checkpoint(arch: str, path: str, data_dir: str | None, batch_size: int)
         {"mean": info["mean"], "std": info["std"]},
     )
     result = evaluate(model, loader, task, info)
+    result.update(overlays(model, loader, task, info, save_overlays, arch))
+    result.update(detection_pictures(model, loader, task, info, boxes, sampling, arch))
     return {
         "name": arch,
         "checkpoint": path,
@@ -141,7 +185,17 @@ def main() -> int:
     parser.add_argument("--data-dir", help="dataset folder (else $ZOO_DATA_DIR and the known places)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--out", help="JSON results file (default: runs/eval/<name>.json)")
+    parser.add_argument(
+        "--save-overlays",
+        type=int,
+        default=0,
+        metavar="N",
+        help="segmentation: save N images / ground truth / prediction to runs/eval/<name>_overlays.png",
+    )
+    parser.add_argument("--save-boxes", type=int, default=0, metavar="N", help="detection: boxes on N images")
+    parser.add_argument("--save-sampling", action="store_true", help="detection: the deformable head's taps")
     args = parser.parse_args()
+    pictures = (args.save_overlays, args.save_boxes, args.save_sampling)
     if args.all == bool(args.model):
         parser.error("give a MODEL[.TAG] or --all")
     if args.all:
@@ -153,9 +207,9 @@ def main() -> int:
         return 0 if ok else 1
     try:
         if args.checkpoint:
-            result = eval_checkpoint(args.model, args.checkpoint, args.data_dir, args.batch_size)
+            result = eval_checkpoint(args.model, args.checkpoint, args.data_dir, args.batch_size, *pictures)
         else:
-            result = eval_published(args.model, args.data_dir, args.batch_size)
+            result = eval_published(args.model, args.data_dir, args.batch_size, *pictures)
     except DatasetNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """zoo: a PyTorch model zoo built around the ideas that make modern CNNs work."""
 
-from . import models  # noqa: F401  (registers every architecture)
+from . import data, models  # noqa: F401  (models registers every architecture)
 from ._builder import create_model, model_info
 from ._registry import is_model, list_models
 

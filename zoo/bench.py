@@ -3,6 +3,8 @@
     python -m zoo.bench train                       # resnet20 on Fashion-MNIST
     python -m zoo.bench train --model resnet56 --steps 150
 
+Run from the repository root (the torchrun row launches train.py).
+
 Each setting trains for ``--steps`` steps; img/s is the median over timed windows of
 ``--window`` steps after ``--warmup`` steps. The zoo rows run the real trainer
 (``zoo.engine.train``: in-memory uint8 data, whole-batch augmentation) under each
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +31,7 @@ import torchvision.transforms as T
 
 from . import create_model
 from .config import load_config
-from .data.classification import cache_dir, load_classification
+from .data.classification import REPO_ROOT, cache_dir, load_classification
 from .engine import train
 
 
@@ -69,25 +74,41 @@ def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: in
 
 
 def zoo_trainer(
-    model_name: str, config: str, steps: int, warmup: int, window: int, bf16: bool, cl: bool
+    model_name: str, config: str, steps: int, warmup: int, window: int, bf16: bool, cl: bool, procs: int = 1
 ) -> float:
-    """img/s of zoo.engine.train itself, read back from its metrics log."""
+    """img/s of the zoo trainer itself, read back from its metrics log.
+
+    With ``procs`` > 1 it runs under torchrun, one single-threaded process per core: for
+    small convolutions, splitting the batch across processes beats splitting each op
+    across threads (a thread team synchronises after every one of ~200 small ops a step).
+    """
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(
-            config,
-            [
-                f"model.name={model_name}",
-                f"train.max_steps={steps}",
-                f"train.log_every_steps={window}",
-                f"train.amp_bf16={bf16}",
-                f"train.channels_last={cl}",
-                f"train.out_dir={out}",
-                "train.eval_every_epochs=0",
-                "train.ckpt_every_steps=0",
-                "train.ema=false",
-            ],
-        )
-        train(cfg)
+        overrides = [
+            f"model.name={model_name}",
+            f"train.max_steps={steps}",
+            f"train.log_every_steps={window}",
+            f"train.amp_bf16={bf16}",
+            f"train.channels_last={cl}",
+            f"train.out_dir={out}",
+            "train.eval_every_epochs=0",
+            "train.ckpt_every_steps=0",
+            "train.ema=false",
+        ]
+        if procs == 1:
+            train(load_config(config, overrides))
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={procs}",
+                str(REPO_ROOT / "train.py"),
+                config,
+                *overrides,
+            ]
+            env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+            subprocess.run(cmd, check=True, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
     rates = [r["img_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return statistics.median(rates)
@@ -119,6 +140,10 @@ def main() -> None:
             rows.append(
                 (label, zoo_trainer(args.model, args.config, args.steps, args.warmup, args.window, bf16, cl))
             )
+    label = "zoo trainer, torchrun 2 processes x 1 thread (bf16, channels_last)"
+    rows.append(
+        (label, zoo_trainer(args.model, args.config, args.steps, args.warmup, args.window, True, True, 2))
+    )
     base = rows[0][1]
     print("\n| setting | img/s | vs plain |\n|---|---:|---:|")
     for label, ips in rows:

@@ -45,6 +45,7 @@ class DataConfig:
     # Segmentation / detection
     crop_size: list[int] = field(default_factory=list)  # [H, W] training crop
     scale_range: list[float] = field(default_factory=list)  # [min, max] random scale
+    class_weights: list[float] = field(default_factory=list)  # per-class loss weights (empty: none)
 
 
 @dataclass

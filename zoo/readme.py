@@ -21,8 +21,8 @@ def render_table(entries: list[WeightsEntry]) -> str:
     if not entries:
         return "_No published weights yet._"
     rows = [
-        "| Weights | Dataset (split) | Metrics | Params | Input | File | Hub |",
-        "|---|---|---|---|---|---|---|",
+        "| Weights | Dataset (split) | Metrics | Params | Input | Training time | File | Hub |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     commands = []
     for w in sorted(entries, key=lambda e: e.name):
@@ -36,7 +36,7 @@ def render_table(entries: list[WeightsEntry]) -> str:
         )
         rows.append(
             f"| {name} | {w.dataset} ({w.split}) | {metrics} | {w.num_params / 1e6:.2f}M | {shape} "
-            f"| {w.size_bytes / 1e6:.1f} MB | {hub} |"
+            f"| {w.train_wall_time_s / 60:.1f} min, {w.hardware} | {w.size_bytes / 1e6:.1f} MB | {hub} |"
         )
         commands.append(
             f"- `{w.name}` ([{w.config}]({w.config})): train `{w.command}`, evaluate `{w.eval_command}`"

@@ -64,3 +64,60 @@ class InMemoryLoader:
 
     def __iter__(self):
         return self.batches(0)
+
+
+class SampleLoader:
+    """Batches of a map-style dataset with per-sample transforms (segmentation, detection).
+
+    ``dataset[i]`` returns a sample (for example ``(image, mask)`` or ``(image, target)``);
+    ``transform(sample)`` runs under a torch RNG seeded by (seed, epoch, i), so torchvision's
+    v2 random transforms draw the same values in a resumed or multi-process run, and the
+    global RNG (dropout, DropPath) is left untouched. ``collate(list_of_samples)`` makes the
+    batch. Work happens in the main process: with 2 cores, worker processes would only take
+    cores from the model, so datasets decode their files once and keep them in memory.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        train: bool,
+        collate,
+        seed: int = 0,
+        transform=None,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if batch_size % world:
+            raise ValueError(f"global batch size {batch_size} must be divisible by the {world} processes")
+        self.dataset, self.batch_size, self.train, self.collate = dataset, batch_size, train, collate
+        self.seed, self.transform, self.rank, self.world = seed, transform, rank, world
+        self.local_batch = batch_size // world
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    def _sample(self, epoch: int, index: int):
+        sample = self.dataset[index]
+        if self.transform is None:
+            return sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(step_generator(self.seed, epoch, index).initial_seed())
+            return self.transform(sample)
+
+    def batches(self, epoch: int = 0, start_step: int = 0):
+        n = len(self.dataset)
+        order = (
+            torch.randperm(n, generator=step_generator(self.seed, epoch, -1))
+            if self.train
+            else torch.arange(n)
+        )
+        for step in range(start_step, len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            if self.train:
+                idx = idx[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
+            yield self.collate([self._sample(epoch, int(i)) for i in idx])
+
+    def __iter__(self):
+        return self.batches(0)

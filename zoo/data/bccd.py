@@ -1,0 +1,233 @@
+"""BCCD blood-cell detection (Pascal VOC layout; 364 images of 640x480; RBC, WBC, Platelets).
+
+Found in, in order: ``data_dir``, ``$ZOO_DATA_DIR`` and ``../shared/data`` beside the
+repository, each as ``<dir>/bccd/BCCD``, ``<dir>/BCCD`` or ``<dir>`` itself; where the network
+allows, the files are downloaded from the public BCCD_Dataset repository at a fixed commit.
+
+Box convention: VOC gives 1-based pixel indices, both ends inclusive, so pixel ``xmin``..``xmax``
+covers the continuous 0-based interval ``[xmin - 1, xmax]``. Boxes here are that interval,
+xyxy float32 in pixels (``x2 - x1`` is the width in pixels), which is what torchvision's box
+ops and the COCO evaluator expect. Boxes with ``xmax <= xmin`` or ``ymax <= ymin`` in the file
+(two of them, in BloodImage_00338 and BloodImage_00343) are dropped with a warning.
+
+Images are decoded once into memory (uint8, about 0.9 MB each) and kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from .classification import REPO_ROOT, DatasetNotFoundError, cache_dir
+
+CLASSES = ("RBC", "WBC", "Platelets")
+SPLITS = ("train", "val", "trainval", "test")
+# Per-channel statistics of the trainval images (scaled to [0, 1]).
+MEAN = (0.7371, 0.6959, 0.7153)
+STD = (0.0606, 0.1020, 0.0754)
+SOURCE_COMMIT = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
+SOURCE_URL = f"https://raw.githubusercontent.com/Shenggan/BCCD_Dataset/{SOURCE_COMMIT}/BCCD"
+HOW_TO_GET = (
+    f"clone https://github.com/Shenggan/BCCD_Dataset (commit {SOURCE_COMMIT}) and pass its BCCD "
+    "folder's parent as --data-dir (or set ZOO_DATA_DIR)"
+)
+
+
+# -- finding the files ------------------------------------------------------------------------
+
+
+def _candidate_dirs(data_dir: str | None) -> list[Path]:
+    roots = [Path(d) for d in (data_dir, os.environ.get("ZOO_DATA_DIR")) if d]
+    roots.append(REPO_ROOT.parent / "shared" / "data")
+    dirs = []
+    for r in roots:
+        dirs += [r / "bccd" / "BCCD", r / "BCCD", r]
+    dirs.append(cache_dir() / "bccd" / "BCCD")  # where a download goes
+    return list(dict.fromkeys(dirs))
+
+
+def _is_bccd(folder: Path) -> bool:
+    return all((folder / "ImageSets" / "Main" / f"{s}.txt").is_file() for s in SPLITS)
+
+
+def find_root(data_dir: str | None = None, download: bool = True) -> Path:
+    """The BCCD folder (holding Annotations/, JPEGImages/, ImageSets/)."""
+    looked = _candidate_dirs(data_dir)
+    for folder in looked:
+        if _is_bccd(folder):
+            return folder
+    error = "download=False"
+    if download:
+        try:
+            return _download(cache_dir() / "bccd" / "BCCD")
+        except OSError as err:  # offline (URLError is an OSError)
+            error = f"{type(err).__name__}: {err}"
+    where = "\n  ".join(str(p) for p in looked)
+    raise DatasetNotFoundError(
+        f"BCCD not found. Looked for ImageSets/Main/{{{','.join(SPLITS)}}}.txt in:\n  {where}\n"
+        f"and the download failed ({error}).\nTo get it: {HOW_TO_GET}."
+    )
+
+
+def _fetch(url: str, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=30) as response, open(dst, "wb") as f:
+        shutil.copyfileobj(response, f)
+
+
+def _download(dst: Path) -> Path:
+    """Every file of the pinned commit into a temporary folder, then renamed into place."""
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in SPLITS:
+        _fetch(f"{SOURCE_URL}/ImageSets/Main/{split}.txt", tmp / "ImageSets" / "Main" / f"{split}.txt")
+    ids = sorted({i for s in SPLITS for i in _read_ids(tmp, s)})
+    for i in ids:
+        _fetch(f"{SOURCE_URL}/Annotations/{i}.xml", tmp / "Annotations" / f"{i}.xml")
+        _fetch(f"{SOURCE_URL}/JPEGImages/{i}.jpg", tmp / "JPEGImages" / f"{i}.jpg")
+    os.replace(tmp, dst)  # atomic: a half-downloaded folder is never taken for data
+    return dst
+
+
+def _read_ids(root: Path, split: str) -> list[str]:
+    return (root / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+def parse_annotation(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[list[float]]]:
+    """(boxes (K, 4) 0-based xyxy, labels (K,), the dropped degenerate boxes as written in the file)."""
+    root = ET.parse(path).getroot()
+    size = root.find("size")
+    width, height = float(size.findtext("width")), float(size.findtext("height"))
+    boxes, labels, dropped = [], [], []
+    for obj in root.iter("object"):
+        name = obj.findtext("name").strip()
+        if name not in CLASSES:
+            raise ValueError(f"{path}: unknown class {name!r}; expected one of {CLASSES}")
+        b = obj.find("bndbox")
+        xmin, ymin, xmax, ymax = (float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        if xmax <= xmin or ymax <= ymin:
+            dropped.append([xmin, ymin, xmax, ymax])
+            continue
+        boxes.append([max(xmin - 1, 0.0), max(ymin - 1, 0.0), min(xmax, width), min(ymax, height)])
+        labels.append(CLASSES.index(name))
+    return (
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.int64),
+        dropped,
+    )
+
+
+def _read_jpeg(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 through Pillow (torchvision.io's decoders are deprecated since 0.29)."""
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB"))
+
+
+class BCCDDataset:
+    """One split in memory. ``dataset[i]`` is ``(image uint8 (3, H, W), {"boxes", "labels"})``."""
+
+    classes = list(CLASSES)
+    mean, std = MEAN, STD
+
+    def __init__(self, split: str, data_dir: str | None = None, download: bool = True):
+        if split not in SPLITS:
+            raise ValueError(f"BCCD split must be one of {SPLITS}, got {split!r}")
+        self.root = find_root(data_dir, download)
+        self.split = split
+        self.ids = _read_ids(self.root, split)
+        self.images, self.targets, dropped = [], [], {}
+        for i in self.ids:
+            boxes, labels, bad = parse_annotation(self.root / "Annotations" / f"{i}.xml")
+            if bad:
+                dropped[i] = bad
+            self.images.append(_read_jpeg(self.root / "JPEGImages" / f"{i}.jpg"))
+            self.targets.append({"boxes": boxes, "labels": labels})
+        if dropped:
+            listing = "; ".join(f"{i}: {b}" for i, b in dropped.items())
+            warnings.warn(
+                f"BCCD {split}: dropped {sum(map(len, dropped.values()))} zero-size box(es) "
+                f"(xmin, ymin, xmax, ymax as in the file): {listing}",
+                stacklevel=2,
+            )
+        self.dropped = dropped
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.images[index], self.targets[index]
+
+
+# -- transforms and batches ------------------------------------------------------------------------
+
+
+def _to_tv(sample):
+    image, target = sample
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+    return tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"]}
+
+
+def _to_plain(sample):
+    image, target = sample
+    return image.as_subclass(torch.Tensor), {
+        "boxes": target["boxes"].as_subclass(torch.Tensor).float(),
+        "labels": target["labels"],
+    }
+
+
+class DetectionTransform:
+    """Joint image + box transform on a ``(uint8 image, {"boxes", "labels"})`` sample.
+
+    Training: flips, a random resize of the short side by ``scale_range``, a random crop of
+    ``crop_size`` (padded with the mean colour where the image is smaller), boxes clipped to the
+    crop and dropped when less than 4 px wide or high; then normalised. Eval: normalise only.
+    """
+
+    def __init__(
+        self,
+        mean=MEAN,
+        std=STD,
+        train: bool = False,
+        crop_size: tuple[int, int] = (480, 640),
+        scale_range: tuple[float, float] = (0.75, 1.25),
+        flip: bool = True,
+        base_short_side: int = 480,
+    ):
+        steps = []
+        if train:
+            if flip:  # blood cells have no up or left: both flips are label-preserving
+                steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+            lo, hi = (round(base_short_side * s) for s in scale_range)
+            fill = tuple(round(255 * m) for m in mean)
+            steps += [
+                v2.RandomResize(lo, hi + 1),
+                v2.RandomCrop(
+                    tuple(crop_size), pad_if_needed=True, fill={tv_tensors.Image: fill, "others": 0}
+                ),
+                v2.ClampBoundingBoxes(),
+                v2.SanitizeBoundingBoxes(min_size=4),
+            ]
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, sample):
+        return _to_plain(self.transform(_to_tv(sample)))
+
+
+def collate_detection(samples) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Images of one size stacked to (N, 3, H, W); targets kept as a list of dicts."""
+    images, targets = zip(*samples)
+    return torch.stack(images), list(targets)

@@ -1,0 +1,229 @@
+"""DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation",
+2017) and the FCN baseline (Long et al., CVPR 2015), on any registered backbone.
+
+A backbone is built with ``create_model(..., features_only=True, output_stride=...)``; the
+head reads its last feature map and the logits are upsampled bilinearly to the input size.
+The forward returns a dict as torchvision's segmentation models do: ``{"out": logits}``,
+plus ``"aux"`` when the auxiliary FCN head on the stage before last is built
+(``aux_loss=True``). Module names follow torchvision (``backbone``, ``classifier``,
+``aux_classifier``), so ``deeplabv3_resnet50(num_classes=21)`` loads the state dict of
+``torchvision.models.segmentation.deeplabv3_resnet50`` unchanged and gives the same outputs.
+
+``norm=`` and ``attn=`` go to the backbone; ``norm=`` also picks the heads' normalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._builder import build_model, create_model
+from .._registry import register_model
+from ..layers import ASPP, create_norm
+from ._base import ZooModel
+
+
+class FCNHead(nn.Sequential):
+    """3x3 conv to a quarter of the channels, norm, ReLU, dropout, 1x1 conv to the classes."""
+
+    def __init__(self, in_chs: int, num_classes: int, dropout: float = 0.1, norm: str = "batchnorm"):
+        mid_chs = in_chs // 4
+        super().__init__(
+            nn.Conv2d(in_chs, mid_chs, 3, padding=1, bias=False),
+            create_norm(norm, mid_chs),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(mid_chs, num_classes, 1),
+        )
+
+
+class DeepLabHead(nn.Sequential):
+    """ASPP, a 3x3 conv of 256 channels with norm and ReLU, a 1x1 conv to the classes."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        num_classes: int,
+        rates: tuple[int, ...],
+        dropout: float = 0.5,
+        norm: str = "batchnorm",
+    ):
+        super().__init__(
+            ASPP(in_chs, rates, 256, dropout, norm),
+            nn.Conv2d(256, 256, 3, padding=1, bias=False),
+            create_norm(norm, 256),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, num_classes, 1),
+        )
+
+
+# Both heads end in the 1x1 conv to the classes at index 4; ``reset_classifier`` replaces it.
+_LOGITS_INDEX = 4
+_ASPP_RATES_AT_STRIDE_16 = (6, 12, 18)  # the paper's rates; doubled at output stride 8
+
+
+class SegmentationModel(ZooModel):
+    """A backbone, a head (``"deeplabv3"`` or ``"fcn"``) and an optional auxiliary FCN head.
+
+    Interface, as far as it fits a dense predictor:
+    - ``forward_intermediates(x)``: the backbone's feature maps (finest first), ``feature_info``
+      describes them;
+    - ``forward_features(x)``: the last backbone map; ``forward_head(x)`` the logits at the
+      feature resolution (``pre_logits=True``: the head's output before its last 1x1 conv);
+    - ``forward(x)``: ``{"out": logits at input size}`` (+ ``"aux"``);
+    - ``features_only`` is refused: build the backbone itself with ``create_model`` instead.
+    """
+
+    first_conv = "backbone.conv1"
+    # ZooModel's ``classifier`` names the tensor that holds the classes (the head's last conv);
+    # the head module itself is ``classifier`` as in torchvision, so it is reached through
+    # ``self._modules["classifier"]`` (assigning ``self.classifier = module`` still registers it).
+    classifier = f"classifier.{_LOGITS_INDEX}"
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        head: str = "deeplabv3",
+        num_classes: int = 11,
+        in_chans: int = 3,
+        output_stride: int | None = None,
+        aux_loss: bool = False,
+        norm: str = "batchnorm",
+        attn: str | None = None,
+        dropout: float | None = None,
+    ):
+        """
+        Args:
+            backbone: a registered classification model with ``feature_info`` (resnet18, ...).
+            head: ``"deeplabv3"`` (ASPP head) or ``"fcn"`` (3x3 + 1x1 convs).
+            output_stride: 8 or 16 for DeepLabV3 (ASPP rates 12/24/36 or 6/12/18; default 8, as
+                torchvision); 8, 16 or 32 for FCN (default 32, the paper's FCN-32s resolution).
+            aux_loss: add the auxiliary FCN head on the stage before last (``"aux"`` output).
+            norm, attn: normalisation and attention of the backbone (``norm`` also in the heads).
+            dropout: ASPP projection dropout (DeepLabV3, default 0.5) or head dropout (FCN, 0.1).
+        """
+        super().__init__()
+        if head not in ("deeplabv3", "fcn"):
+            raise ValueError(f"head must be 'deeplabv3' or 'fcn', got {head!r}")
+        allowed_strides = (8, 16) if head == "deeplabv3" else (8, 16, 32)
+        output_stride = output_stride or allowed_strides[0 if head == "deeplabv3" else -1]
+        if output_stride not in allowed_strides:
+            raise ValueError(f"{head} takes output_stride in {allowed_strides}, got {output_stride}")
+        if num_classes <= 0:
+            raise ValueError(f"a segmentation model needs num_classes > 0, got {num_classes}")
+        self.num_classes, self.in_chans, self.aux_loss = num_classes, in_chans, aux_loss
+        self.output_stride = output_stride
+        self.backbone = create_model(
+            backbone,
+            in_chans=in_chans,
+            norm=norm,
+            attn=attn,
+            output_stride=output_stride,
+            features_only=True,
+            out_indices=(-2, -1) if aux_loss else (-1,),
+        )
+        self.feature_info = self.backbone.feature_info
+        self.num_features = self.feature_info[-1]["num_chs"]
+        if head == "deeplabv3":
+            rates = tuple(r * 16 // output_stride for r in _ASPP_RATES_AT_STRIDE_16)
+            self.classifier = DeepLabHead(
+                self.num_features, num_classes, rates, 0.5 if dropout is None else dropout, norm
+            )
+        else:
+            self.classifier = FCNHead(
+                self.num_features, num_classes, 0.1 if dropout is None else dropout, norm
+            )
+        self.aux_classifier = (
+            FCNHead(self.feature_info[0]["num_chs"], num_classes, 0.1, norm) if aux_loss else None
+        )
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        # The backbone initialises itself; the heads get the same He init for their convs.
+        for head in (self.get_classifier_head(), self.aux_classifier):
+            for m in head.modules() if head is not None else ():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def get_classifier_head(self) -> nn.Sequential:
+        return self._modules["classifier"]
+
+    def get_classifier(self) -> nn.Module:
+        """The 1x1 conv that produces the logits (what ``num_classes`` changes)."""
+        return self.get_classifier_head()[_LOGITS_INDEX]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised 1x1 logit convs (main and auxiliary) for ``num_classes``."""
+        if num_classes <= 0:
+            raise ValueError(
+                "a segmentation model cannot drop its head (num_classes=0); "
+                "build the backbone with create_model(..., features_only=True) instead"
+            )
+        self.num_classes = num_classes
+        for head in (self.get_classifier_head(), self.aux_classifier):
+            if head is not None:
+                head[_LOGITS_INDEX] = nn.Conv2d(head[_LOGITS_INDEX].in_channels, num_classes, 1)
+
+    def as_features(self, out_indices=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} is a dense predictor; for feature maps build its backbone with "
+            "create_model(backbone, features_only=True, out_indices=...)"
+        )
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.backbone(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)[-1]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        for i, layer in enumerate(self.get_classifier_head()):
+            if pre_logits and i == _LOGITS_INDEX:
+                break
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.check_input(x)
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        out = {"out": upsample(self.forward_head(features[-1]), size)}
+        if self.aux_classifier is not None:
+            out["aux"] = upsample(self.aux_classifier(features[0]), size)
+        return out
+
+
+def upsample(logits: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _create_segmentation(arch: str, model_args: dict, kwargs: dict) -> SegmentationModel:
+    return build_model(arch, SegmentationModel, model_args, kwargs)
+
+
+# CamVid-sized (360x480), 11 classes by default. No published weights yet.
+def _register():
+    return register_model(task="segmentation", input_size=(3, 360, 480))
+
+
+@_register()
+def deeplabv3_resnet18(**kwargs) -> SegmentationModel:
+    return _create_segmentation("deeplabv3_resnet18", dict(backbone="resnet18", head="deeplabv3"), kwargs)
+
+
+@_register()
+def deeplabv3_resnet50(**kwargs) -> SegmentationModel:
+    return _create_segmentation("deeplabv3_resnet50", dict(backbone="resnet50", head="deeplabv3"), kwargs)
+
+
+@_register()
+def fcn_resnet18(**kwargs) -> SegmentationModel:
+    return _create_segmentation("fcn_resnet18", dict(backbone="resnet18", head="fcn"), kwargs)
+
+
+@_register()
+def fcn_resnet50(**kwargs) -> SegmentationModel:
+    return _create_segmentation("fcn_resnet50", dict(backbone="resnet50", head="fcn"), kwargs)
