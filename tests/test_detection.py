@@ -6,9 +6,7 @@ Inputs stay small (64-128 px, batch 2); the BCCD tests read the real files when
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import warnings
 
 import pytest
 import torch
@@ -22,9 +20,8 @@ from zoo.data.bccd import BCCDDataset, DetectionTransform, collate_detection, pa
 from zoo.engine import evaluate, get_task
 from zoo.layers import DeformConv2d
 from zoo.models.fcos import assign_locations, level_locations
-from zoo.weights import load_manifest
 
-from .conftest import REPO, SHARED_DATA
+from .conftest import SHARED_DATA
 
 DETECTORS = zoo.list_models(task="detection")
 BCCD_DIR = SHARED_DATA / "bccd" / "BCCD"
@@ -103,10 +100,10 @@ def test_train_mode_without_targets_is_an_error():
 def test_reset_classifier_and_features_only():
     model = create_model("fcos_resnet18", num_classes=5)
     assert model.get_classifier().out_channels == 5
-    assert model.first_conv == "backbone.conv1" and model.classifier == "head.cls_logits"
+    assert model.first_conv_name == "backbone.conv1" and model.classifier_name == "head.cls_logits"
     model.reset_classifier(2)
     assert model.num_classes == 2 and model.get_classifier().out_channels == 2
-    assert f"{model.classifier}.weight" in model.state_dict()
+    assert f"{model.classifier_name}.weight" in model.state_dict()
     # the focal-loss prior: every class starts at probability 0.01
     assert torch.allclose(model.get_classifier().bias.sigmoid(), torch.full((2,), 0.01))
     feats = create_model("fcos_resnet18", features_only=True).eval()(torch.randn(1, 3, 64, 64))
@@ -254,7 +251,7 @@ def test_bccd_absent_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(bccd_module, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(DatasetNotFoundError) as err:
-        BCCDDataset("test", str(tmp_path / "mine"), download=False)
+        BCCDDataset("train", str(tmp_path / "mine"), download=False)  # test ships in datasets/
     message = str(err.value)
     assert str(tmp_path / "mine" / "bccd" / "BCCD") in message and "BCCD_Dataset" in message
 
@@ -350,27 +347,3 @@ def test_detection_eval_loader_on_bccd():
     images, targets = next(iter(loader))
     assert images.shape == (2, 3, 480, 640) and len(targets) == 2
     assert len(loader) == 36
-
-
-# -- published weights -------------------------------------------------------------------------------
-
-PUBLISHED = [e for e in load_manifest() if e.task == "detection"]
-
-
-def _eval_module():
-    spec = importlib.util.spec_from_file_location("zoo_eval_script", REPO / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@needs_bccd
-@pytest.mark.slow
-@pytest.mark.parametrize("entry", PUBLISHED, ids=[e.name for e in PUBLISHED])
-def test_published_detector_reproduces_its_map(entry):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = _eval_module().eval_published(entry.name, str(SHARED_DATA), 8)
-    for key, recorded in entry.metrics.items():
-        if isinstance(recorded, (int, float)):
-            assert abs(result[key] - recorded) <= 0.005, f"{entry.name} {key}: {result[key]} vs {recorded}"

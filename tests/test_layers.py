@@ -322,3 +322,15 @@ def test_stage_strides_and_dilations_small_resnet():
 def test_stage_strides_and_dilations_invalid(output_stride, stem_stride):
     with pytest.raises(ValueError, match="output_stride"):
         stage_strides_and_dilations([1, 2, 2, 2], output_stride, stem_stride)
+
+
+def test_deform_conv_runs_in_float32_under_bf16_autocast():
+    # deform_conv2d has no bf16 CPU kernel; the layer must not crash inside a bf16 model.
+    from zoo.layers import DeformConv2d
+
+    layer = DeformConv2d(4, 8)
+    x = torch.randn(1, 4, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.bfloat16())
+    assert out.dtype == torch.float32 and out.shape == (1, 8, 9, 9)
+    torch.testing.assert_close(out, layer(x), atol=0.05, rtol=0.05)  # bf16 input rounding only

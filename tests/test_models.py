@@ -316,3 +316,11 @@ def test_plain_net_has_no_shortcuts():
     assert all(b.bn2.weight.abs().sum() > 0 for s in model.stages() for b in s)
     resnet = create_model("resnet20")
     assert all(b.bn2.weight.abs().sum() == 0 for s in resnet.stages() for b in s)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "densenet_bc40", "vit_tiny_patch4_32"])
+def test_get_classifier_is_the_logits_layer(name):
+    model = zoo.create_model(name)
+    head = model.get_classifier()
+    assert isinstance(head, nn.Linear) and head.out_features == 10
+    assert head is model.get_submodule(model.classifier_name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from zoo._registry import get_entry
 from zoo.config import RunConfig
 from zoo.data import DatasetNotFoundError, SampleLoader, camvid
 from zoo.engine import get_task
-from zoo.weights import load_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEGMENTERS = zoo.list_models(task="segmentation")
@@ -74,10 +72,10 @@ def test_forward_backward(name, aux_loss):
 def test_output_stride_and_aspp_rates():
     model = zoo.create_model("deeplabv3_resnet18", output_stride=16)
     assert model.feature_info[-1]["reduction"] == 16
-    rates = [branch[0].dilation[0] for branch in model.get_classifier_head()[0].convs[1:-1]]
+    rates = [branch[0].dilation[0] for branch in model.classifier[0].convs[1:-1]]
     assert rates == [6, 12, 18]
     model = zoo.create_model("deeplabv3_resnet18", output_stride=8)
-    rates = [branch[0].dilation[0] for branch in model.get_classifier_head()[0].convs[1:-1]]
+    rates = [branch[0].dilation[0] for branch in model.classifier[0].convs[1:-1]]
     assert rates == [12, 24, 36]
     assert zoo.create_model("fcn_resnet18").feature_info[-1]["reduction"] == 32
     with pytest.raises(ValueError, match="output_stride"):
@@ -90,7 +88,9 @@ def test_reset_classifier_and_interface():
     model.reset_classifier(4)
     assert model.get_classifier().out_channels == 4 and model.aux_classifier[-1].out_channels == 4
     state = model.state_dict()
-    assert state[f"{model.classifier}.weight"].shape[0] == 4 and f"{model.first_conv}.weight" in state
+    assert (
+        state[f"{model.classifier_name}.weight"].shape[0] == 4 and f"{model.first_conv_name}.weight" in state
+    )
     model.eval()
     x = torch.randn(1, 3, 64, 64)
     assert model(x)["out"].shape == (1, 4, 64, 64)
@@ -317,21 +317,6 @@ def test_camvid_lists_and_a_few_files():
         image, mask = camvid.decode_pair(image_path, mask_path)
         assert image.shape == (3, 360, 480) and image.dtype == torch.uint8
         assert mask.shape == (360, 480) and int(mask.max()) <= camvid.VOID
-
-
-@needs_camvid
-@pytest.mark.parametrize(
-    "entry",
-    [e for e in load_manifest() if e.task == "segmentation"],
-    ids=lambda e: e.name,
-)
-def test_manifest_segmentation_weights_reproduce_their_miou(entry):
-    spec = importlib.util.spec_from_file_location("zoo_eval_script", REPO_ROOT / "eval.py")
-    eval_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_script)
-    result = eval_script.eval_published(entry.name, None, 8)
-    task = get_task("segmentation")
-    assert abs(result["miou"] - entry.metrics["miou"]) <= task.tolerance
 
 
 def test_save_segmentation_overlays(tmp_path):

@@ -185,7 +185,7 @@ def _load_unvouched(entry: ModelEntry, state: dict, kwargs: dict, source: str) -
     A throwaway model built as asked tells which tensors hold the first conv and the classifier.
     """
     probe = entry.fn(**kwargs)
-    conv_key, head_key = f"{probe.first_conv}.weight", f"{probe.classifier}.weight"
+    conv_key, head_key = f"{probe.first_conv_name}.weight", f"{probe.classifier_name}.weight"
     if conv_key not in state:
         raise WeightsError(f"{source} has no {conv_key!r}: it is not a state dict for {entry.name}")
     src_classes = state[head_key].shape[0] if head_key in state else 0
@@ -218,7 +218,7 @@ def build_adapted(
     if want_chans != src_chans:
         from timm.models import adapt_input_conv  # sums (1 channel) or repeats-and-rescales the filters
 
-        key = f"{model.first_conv}.weight"
+        key = f"{model.first_conv_name}.weight"
         state = {**state, key: adapt_input_conv(want_chans, state[key])}
     try:
         model.load_state_dict(state, strict=True)
@@ -230,7 +230,7 @@ def build_adapted(
         if want_classes > 0:  # 0 asks for no head at all: nothing to warn about
             warnings.warn(
                 f"{source} has {src_classes} classes, {want_classes} were asked for: the classifier "
-                f"{model.classifier!r} is newly initialised and needs training",
+                f"{model.classifier_name!r} is newly initialised and needs training",
                 stacklevel=4,
             )
         model.reset_classifier(want_classes)

@@ -58,7 +58,12 @@ class Task:
         return len(batch[0])
 
     def to_device(self, batch, device: torch.device, channels_last: bool):
-        raise NotImplementedError
+        """For (images, targets) tensor batches; tasks with other batches override it."""
+        x, y = batch
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y.to(device, non_blocking=True)
 
     def loss(self, model: nn.Module, batch, cfg: RunConfig) -> torch.Tensor:
         raise NotImplementedError
@@ -108,13 +113,6 @@ class ClassificationTask(Task):
             num_samples=len(data),
         )
         return InMemoryLoader(data, batch_size, train=False), info
-
-    def to_device(self, batch, device, channels_last):
-        x, y = batch
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(device, non_blocking=True)
 
     def loss(self, model, batch, cfg):
         x, y = batch
@@ -204,13 +202,6 @@ class SegmentationTask(Task):
             data, batch_size, False, camvid.collate, transform=camvid.eval_transform(mean, std)
         )
         return loader, info
-
-    def to_device(self, batch, device, channels_last):
-        x, y = batch
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(device, non_blocking=True)
 
     def loss(self, model, batch, cfg):
         x, y = batch

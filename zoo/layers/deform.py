@@ -60,17 +60,24 @@ class DeformConv2d(nn.Module):
         return offset, 2 * mask_logits.sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type) or x.dtype == torch.bfloat16:
+            # deform_conv2d has no bfloat16 CPU kernel: under autocast the layer (offset
+            # predictor and sampling alike) runs in float32, and hands back float32.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.float())
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets_and_mask(x)
-        # deform_conv2d has no bf16 CPU kernel; run it in the input's float type.
         return deform_conv2d(
             x,
-            offset.to(x.dtype),
-            self.weight.to(x.dtype),
-            None if self.bias is None else self.bias.to(x.dtype),
+            offset,
+            self.weight,
+            self.bias,
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
-            mask=mask.to(x.dtype),
+            mask=mask,
         )
 
     def extra_repr(self) -> str:

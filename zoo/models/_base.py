@@ -10,16 +10,16 @@ class ZooModel(nn.Module):
     """Base class: one face for every model.
 
     Subclasses set ``num_classes``, ``in_chans``, ``feature_info`` (one dict per stage with
-    ``num_chs``, ``reduction`` and ``module``), ``first_conv`` and ``classifier`` (attribute
-    names, used when pretrained weights are adapted), and implement ``forward_intermediates``,
+    ``num_chs``, ``reduction`` and ``module``), ``first_conv_name`` and ``classifier_name``
+    (dotted module paths, used when pretrained weights are adapted), and implement ``forward_intermediates``,
     ``forward_features``, ``forward_head`` and ``reset_classifier``.
     """
 
     num_classes: int
     in_chans: int
     feature_info: list[dict]
-    first_conv: str = ""
-    classifier: str = ""
+    first_conv_name: str = ""
+    classifier_name: str = ""
     fixed_input_size: tuple[int, int] | None = None  # (H, W) for models that only take one size
 
     def __init__(self) -> None:
@@ -64,7 +64,8 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def get_classifier(self) -> nn.Module:
-        return getattr(self, self.classifier)
+        """The layer that produces the logits (``classifier_name``)."""
+        return self.get_submodule(self.classifier_name)
 
     def forward(self, x: torch.Tensor):
         self.check_input(x)

@@ -75,11 +75,9 @@ class SegmentationModel(ZooModel):
     - ``features_only`` is refused: build the backbone itself with ``create_model`` instead.
     """
 
-    first_conv = "backbone.conv1"
-    # ZooModel's ``classifier`` names the tensor that holds the classes (the head's last conv);
-    # the head module itself is ``classifier`` as in torchvision, so it is reached through
-    # ``self._modules["classifier"]`` (assigning ``self.classifier = module`` still registers it).
-    classifier = f"classifier.{_LOGITS_INDEX}"
+    first_conv_name = "backbone.conv1"
+    # The layer that holds the classes: the last conv of the head (named ``classifier`` as in torchvision).
+    classifier_name = f"classifier.{_LOGITS_INDEX}"
 
     def __init__(
         self,
@@ -141,19 +139,12 @@ class SegmentationModel(ZooModel):
 
     def _init_heads(self) -> None:
         # The backbone initialises itself; the heads get the same He init for their convs.
-        for head in (self.get_classifier_head(), self.aux_classifier):
+        for head in (self.classifier, self.aux_classifier):
             for m in head.modules() if head is not None else ():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                     if m.bias is not None:
                         nn.init.zeros_(m.bias)
-
-    def get_classifier_head(self) -> nn.Sequential:
-        return self._modules["classifier"]
-
-    def get_classifier(self) -> nn.Module:
-        """The 1x1 conv that produces the logits (what ``num_classes`` changes)."""
-        return self.get_classifier_head()[_LOGITS_INDEX]
 
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised 1x1 logit convs (main and auxiliary) for ``num_classes``."""
@@ -163,7 +154,7 @@ class SegmentationModel(ZooModel):
                 "build the backbone with create_model(..., features_only=True) instead"
             )
         self.num_classes = num_classes
-        for head in (self.get_classifier_head(), self.aux_classifier):
+        for head in (self.classifier, self.aux_classifier):
             if head is not None:
                 head[_LOGITS_INDEX] = nn.Conv2d(head[_LOGITS_INDEX].in_channels, num_classes, 1)
 
@@ -180,7 +171,7 @@ class SegmentationModel(ZooModel):
         return self.backbone(x)[-1]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        for i, layer in enumerate(self.get_classifier_head()):
+        for i, layer in enumerate(self.classifier):
             if pre_logits and i == _LOGITS_INDEX:
                 break
             x = layer(x)

@@ -106,12 +106,8 @@ class DenseTransition(nn.Sequential):
 
 
 class DenseNet(ZooModel):
-    first_conv = "features.conv0"
-    # ZooModel's ``classifier`` names the head; timm's densenet names the head module ``classifier``
-    # too. The class attribute (the name) shadows the submodule on attribute lookup, so the
-    # Linear is reached through ``self._modules["classifier"]`` / ``get_classifier()``; assigning
-    # ``self.classifier = module`` still registers it, and state-dict keys stay ``classifier.*``.
-    classifier = "classifier"
+    first_conv_name = "features.conv0"
+    classifier_name = "classifier"  # the head module, named as in timm
 
     def __init__(
         self,
@@ -210,10 +206,7 @@ class DenseNet(ZooModel):
         x = self.global_pool(x).flatten(1)
         if self.drop_rate > 0:
             x = F.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.get_classifier()(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self._modules["classifier"]
+        return x if pre_logits else self.classifier(x)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes

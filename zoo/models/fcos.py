@@ -78,18 +78,6 @@ def _tower_conv(head_conv: str, channels: int) -> nn.Module:
     raise ValueError(f"head_conv must be 'conv' or 'deform', got {head_conv!r}")
 
 
-def run_tower_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A tower conv; a deformable one runs in float32 under autocast.
-
-    ``torchvision.ops.deform_conv2d`` has no bfloat16 CPU kernel, and under CPU autocast its
-    input arrives as bf16 from the previous conv, so the sampling is done in float32.
-    """
-    if isinstance(conv, DeformConv2d) and torch.is_autocast_enabled(x.device.type):
-        with torch.autocast(x.device.type, enabled=False):
-            return conv(x.float())
-    return conv(x)
-
-
 class Tower(nn.Module):
     """``num_convs`` x (3x3 conv, GroupNorm(32), ReLU), shared by every level."""
 
@@ -100,7 +88,7 @@ class Tower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(run_tower_conv(conv, x)))
+            x = F.relu(norm(conv(x)))
         return x
 
 
@@ -204,8 +192,8 @@ def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
 
 
 class FCOS(ZooModel):
-    first_conv = "backbone.conv1"
-    classifier = "head.cls_logits"  # a dotted path; get_classifier resolves it
+    first_conv_name = "backbone.conv1"
+    classifier_name = "head.cls_logits"
 
     def __init__(
         self,
@@ -256,9 +244,6 @@ class FCOS(ZooModel):
         ]
 
     # -- the ZooModel face ---------------------------------------------------------------------
-    def get_classifier(self) -> nn.Module | None:
-        return self.head.cls_logits
-
     def reset_classifier(self, num_classes: int) -> None:
         """A new class conv (prior-initialised); 0 removes it (features_only keeps backbone + FPN)."""
         self.num_classes = num_classes

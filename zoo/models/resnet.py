@@ -131,8 +131,8 @@ def projection(in_chs: int, out_chs: int, stride: int, norm) -> nn.Module | None
 
 
 class ResNet(ZooModel):
-    first_conv = "conv1"
-    classifier = "fc"
+    first_conv_name = "conv1"
+    classifier_name = "fc"
 
     def __init__(
         self,

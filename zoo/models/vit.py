@@ -54,8 +54,8 @@ def feature_block_indices(depth: int, n: int = 4) -> tuple[int, ...]:
 
 
 class VisionTransformer(ZooModel):
-    first_conv = "patch_embed.proj"
-    classifier = "head"
+    first_conv_name = "patch_embed.proj"
+    classifier_name = "head"
 
     def __init__(
         self,
