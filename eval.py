@@ -123,6 +123,14 @@ def eval_checkpoint(
     }
 
 
+def lookup(result: dict, metric: str) -> float | None:
+    """A recorded metric's measured value; ``a/b`` reaches into nested results (``per_class_iou/sky``)."""
+    value = result
+    for part in metric.split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) else None
+
+
 def eval_all(data_dir: str | None, batch_size: int) -> tuple[list[dict], bool]:
     rows, ok = [], True
     for w in load_manifest():
@@ -134,7 +142,11 @@ def eval_all(data_dir: str | None, batch_size: int) -> tuple[list[dict], bool]:
             row.update(status="dataset absent", detail=str(err))
             rows.append(row)
             continue
-        diffs = {k: result[k] - v for k, v in w.metrics.items() if isinstance(result.get(k), (int, float))}
+        # A recorded metric the evaluator no longer reports is a mismatch too (inf), never skipped.
+        diffs = {
+            k: (lookup(result, k) - v) if lookup(result, k) is not None else float("inf")
+            for k, v in w.metrics.items()
+        }
         bad = {k: d for k, d in diffs.items() if abs(d) > task.tolerance}
         row.update(measured=result, status="MISMATCH" if bad else "ok", tolerance=task.tolerance, diffs=diffs)
         ok &= not bad
@@ -152,7 +164,7 @@ def print_rows(rows: list[dict]) -> None:
             continue
         for k, v in r["recorded"].items():
             print(
-                f"| {r['name']} | {r['dataset']} ({r['split']}) | {k} | {v} | {r['measured'].get(k)} | "
+                f"| {r['name']} | {r['dataset']} ({r['split']}) | {k} | {v} | {lookup(r['measured'], k)} | "
                 f"{'ok' if abs(r['diffs'].get(k, 0)) <= r['tolerance'] else 'MISMATCH'} (±{r['tolerance']}) |"
             )
 

@@ -24,10 +24,17 @@ def render_table(entries: list[WeightsEntry]) -> str:
         "| Weights | Dataset (split) | Metrics | Params | Input | Training time | File | Hub |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    commands = []
+    commands, per_class = [], []
     for w in sorted(entries, key=lambda e: e.name):
         name = f"`{w.name}`" + (" (default)" if w.default else "")
-        metrics = ", ".join(f"{k} {v:.2f}" for k, v in w.metrics.items())
+        metrics = ", ".join(f"{k} {v:.2f}" for k, v in w.metrics.items() if "/" not in k)
+        nested = {k: v for k, v in w.metrics.items() if "/" in k}  # e.g. per_class_iou/sky
+        if nested:
+            group = next(iter(nested)).split("/")[0]
+            per_class.append(
+                f"- `{w.name}` {group.replace('_', ' ')}: "
+                + ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in nested.items())
+            )
         shape = "x".join(map(str, [w.input.in_chans, *w.input.input_size]))
         hub = (
             f"[{w.hf_repo_id}](https://huggingface.co/{w.hf_repo_id}/tree/{w.hf_revision})"
@@ -41,7 +48,10 @@ def render_table(entries: list[WeightsEntry]) -> str:
         commands.append(
             f"- `{w.name}` ([{w.config}]({w.config})): train `{w.command}`, evaluate `{w.eval_command}`"
         )
-    return "\n".join(rows) + "\n\nReproduce each weight:\n\n" + "\n".join(commands)
+    text = "\n".join(rows)
+    if per_class:
+        text += "\n\nPer class:\n\n" + "\n".join(per_class)
+    return text + "\n\nReproduce each weight:\n\n" + "\n".join(commands)
 
 
 def render_readme(text: str, entries: list[WeightsEntry]) -> str:
