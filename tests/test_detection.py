@@ -19,7 +19,7 @@ from zoo.data import bccd as bccd_module
 from zoo.data.bccd import BCCDDataset, DetectionTransform, collate_detection, parse_annotation
 from zoo.engine import evaluate, get_task
 from zoo.layers import DeformConv2d
-from zoo.models.fcos import assign_locations, level_locations
+from zoo.models.fcos import assign_locations, deform_flags, level_locations
 
 from .conftest import SHARED_DATA
 
@@ -56,7 +56,7 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"{name}: parameters without gradient: {missing}"
     if name == "fcos_dcn_resnet18":  # offsets start at zero, their predictor still learns
-        predictor = model.head.cls_tower.convs[0].offset_mask
+        predictor = model.head.cls_tower.convs[-1].offset_mask
         assert predictor.weight.grad.abs().sum() > 0
 
 
@@ -166,13 +166,17 @@ def test_assignment_on_the_model_levels():
 # -- the deformable head -------------------------------------------------------------------------------
 
 
-def test_deform_head_with_zero_offsets_equals_the_plain_head():
+@pytest.mark.parametrize("deform_convs", [1, 2])
+def test_deform_head_with_zero_offsets_equals_the_plain_head(deform_convs):
     torch.manual_seed(0)
     plain = create_model("fcos_resnet18").eval()
-    deform = create_model("fcos_dcn_resnet18").eval()
+    deform = create_model("fcos_dcn_resnet18", deform_convs=deform_convs).eval()
     missing, unexpected = deform.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(".offset_mask." in k for k in missing)
-    assert sum(isinstance(m, DeformConv2d) for m in deform.modules()) == 4
+    # the last deform_convs convs of each of the two towers
+    assert sum(isinstance(m, DeformConv2d) for m in deform.modules()) == 2 * deform_convs
+    for tower in (deform.head.cls_tower, deform.head.box_tower):
+        assert isinstance(tower.convs[-1], DeformConv2d)
     for m in deform.modules():  # zero offsets, unit masks, as initialised
         if isinstance(m, DeformConv2d):
             assert not m.offset_mask.weight.any() and not m.offset_mask.bias.any()
@@ -204,6 +208,30 @@ def test_sampling_locations_start_on_the_regular_grid():
     torch.testing.assert_close(points["mask"], torch.ones(9))
     with pytest.raises(ValueError, match="deform"):
         create_model("fcos_resnet18").sampling_locations(torch.randn(3, 64, 64), 0, 0, 0)
+
+
+def test_sampling_locations_follow_the_learned_offsets():
+    model = create_model("fcos_dcn_resnet18").eval()
+    conv = model.head.cls_tower.convs[-1]
+    with torch.no_grad():
+        conv.offset_mask.bias[0:18:2] = 2.0  # every tap: dy = +2 feature cells
+        conv.offset_mask.bias[1:18:2] = -1.0  # dx = -1
+    points = model.sampling_locations(torch.randn(3, 64, 64), level=0, row=3, col=4)
+    shift = torch.tensor([-1.0 * 8, 2.0 * 8])  # stride 8: (dx, dy) in pixels
+    torch.testing.assert_close(points["deformed"], points["grid"] + shift)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(head_conv="dcn"), "head_conv must be"),
+        (dict(head_conv="deform", deform_convs=0), "deform_convs must be in 1..num_convs=2"),
+        (dict(head_conv="deform", deform_convs=3), "deform_convs must be in 1..num_convs=2"),
+    ],
+)
+def test_bad_head_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        deform_flags(num_convs=2, **{"deform_convs": 1, **kwargs})
 
 
 # -- BCCD -------------------------------------------------------------------------------------------

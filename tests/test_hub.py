@@ -26,9 +26,11 @@ import yaml
 from huggingface_hub import CommitInfo
 from safetensors.torch import save_file
 
-import zoo
 import zoo.hub as hub
 from zoo.weights import WeightsError, add_entry, find_weights, load_manifest, save_manifest
+
+from .conftest import WEIGHTS_META as META
+from .conftest import random_state
 
 REV_PINNED, REV_MAIN, REV_EXTERNAL = "a" * 40, "b" * 40, "d" * 40
 
@@ -148,30 +150,6 @@ def run_client(env: dict, calls: list) -> list[dict]:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def random_state(name: str, seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    model = zoo.create_model(name)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    return model.state_dict()
-
-
-META = dict(
-    dataset="cifar10",
-    split="test",
-    metrics={"top1": 91.25, "top5": 99.5},
-    mean=[0.49, 0.48, 0.45],
-    std=[0.25, 0.24, 0.26],
-    config="configs/resnet20_cifar10.yaml",
-    command="python train.py configs/resnet20_cifar10.yaml",
-    eval_command="python eval.py resnet20.pinned --split test",
-    git_commit="0" * 40,
-    hardware="1x H100",
-    train_wall_time_s=1800.0,
-)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from timm.layers import SEModule as TimmSEModule
 from timm.models.vision_transformer import Block as TimmBlock
 from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
+from torchvision.ops import deform_conv2d
 
 from zoo.layers import (
     ASPP,
@@ -19,6 +20,7 @@ from zoo.layers import (
     TransformerBlock,
     create_attn,
     create_norm,
+    deform_conv2d_sampled,
     make_divisible,
     stage_strides_and_dilations,
 )
@@ -160,10 +162,11 @@ def test_cbam_gradients_reach_both_gates():
 # -- deformable convolution ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("impl", ["torchvision", "grid_sample"])
 @pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_deform_conv_starts_as_plain_conv(stride, dilation, bias):
-    dc = DeformConv2d(4, 6, 3, stride=stride, dilation=dilation, bias=bias)
+def test_deform_conv_starts_as_plain_conv(stride, dilation, bias, impl):
+    dc = DeformConv2d(4, 6, 3, stride=stride, dilation=dilation, bias=bias, impl=impl)
     conv = nn.Conv2d(4, 6, 3, stride=stride, padding=dilation, dilation=dilation, bias=bias)
     with torch.no_grad():
         conv.weight.copy_(dc.weight)
@@ -175,6 +178,50 @@ def test_deform_conv_starts_as_plain_conv(stride, dilation, bias):
     assert torch.equal(offset, torch.zeros_like(offset)) and torch.equal(mask, torch.ones_like(mask))
     with torch.no_grad():
         torch.testing.assert_close(dc(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, dilation",
+    [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (1, 1, 0, 1), (5, 2, 2, 1)],
+)
+def test_sampled_deform_conv_equals_torchvision(kernel, stride, padding, dilation):
+    """The grid-sample implementation computes torchvision's operator: outputs and every gradient,
+    with offsets large enough that many taps fall partly or wholly outside the image."""
+    n, c, o, h, w = 2, 5, 7, 9, 11
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(o, c, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(o, dtype=torch.float64, requires_grad=True)
+    ho = (h + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    wo = (w + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    taps = kernel * kernel
+    offset = (torch.randn(n, 2 * taps, ho, wo, dtype=torch.float64) * 3).requires_grad_()
+    mask = torch.rand(n, taps, ho, wo, dtype=torch.float64).mul(2).requires_grad_()
+    inputs = (x, offset, weight, bias, mask)
+    kwargs = dict(stride=(stride, stride), padding=(padding, padding), dilation=(dilation, dilation))
+
+    def run(op):
+        out = op(x, offset, weight, bias, mask=mask, **kwargs)
+        probe = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        return out, torch.autograd.grad((out * probe).sum(), inputs)
+
+    ref_out, ref_grads = run(deform_conv2d)
+    out, grads = run(deform_conv2d_sampled)
+    torch.testing.assert_close(out, ref_out)
+    for name, g, ref in zip(["x", "offset", "weight", "bias", "mask"], grads, ref_grads):
+        torch.testing.assert_close(g, ref, msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+def test_deform_conv_impls_agree_as_layers():
+    tv = DeformConv2d(4, 6, 3, impl="torchvision")
+    sampled = DeformConv2d(4, 6, 3, impl="grid_sample")
+    with torch.no_grad():
+        tv.offset_mask.weight.normal_(0, 0.5)
+        tv.offset_mask.bias.normal_(0, 0.5)
+    sampled.load_state_dict(tv.state_dict())
+    x = torch.randn(2, 4, 8, 9)
+    torch.testing.assert_close(sampled(x), tv(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        DeformConv2d(4, 6, 3, impl="cuda")
 
 
 def test_deform_conv_offset_predictor_learns_from_zero_init():

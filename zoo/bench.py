@@ -2,6 +2,7 @@
 
     python -m zoo.bench train                       # resnet20 on Fashion-MNIST
     python -m zoo.bench train --model resnet56 --steps 150
+    python -m zoo.bench deform                      # DCNv2: torchvision's kernel vs grid_sample
 
 Run from the repository root (the torchrun row launches train.py).
 
@@ -114,18 +115,54 @@ def zoo_trainer(
     return statistics.median(rates)
 
 
+def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[str, float]]:
+    """Seconds for forward + backward of one 3x3 DCNv2 layer (C -> C) on an (N, C, H, W) map,
+    median of ``repeats``, for each implementation; a plain 3x3 conv for scale."""
+    from .layers import DeformConv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    layers = {impl: DeformConv2d(shape[1], shape[1], 3, impl=impl) for impl in ("torchvision", "grid_sample")}
+    for layer in layers.values():  # offsets of about a pixel and masks around 1, as after training
+        torch.nn.init.normal_(layer.offset_mask.weight, std=0.03)
+        layer.load_state_dict(layers["torchvision"].state_dict())
+    layers["plain 3x3 conv (reference)"] = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1)
+    rows = []
+    for name, layer in layers.items():
+        times = []
+        for _ in range(repeats + 1):  # the first call warms up
+            inp = x.clone().requires_grad_()
+            start = time.perf_counter()
+            layer(inp).square().mean().backward()
+            times.append(time.perf_counter() - start)
+        rows.append((name, statistics.median(times[1:])))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["train"])
+    parser.add_argument("what", choices=["train", "deform"])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--config", default="configs/fashion_mnist/resnet20.yaml")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--json", help="also write the table here")
+    parser.add_argument(
+        "--shape", type=int, nargs=4, default=[8, 128, 48, 64], help="deform: N C H W (FCOS's P3 at 384x512)"
+    )
     args = parser.parse_args()
+    if args.what == "deform":
+        print(
+            f"threads: {torch.get_num_threads()}  input: {tuple(args.shape)}  forward + backward, median of 5"
+        )
+        rows = deform_layer(tuple(args.shape), repeats=5)
+        print("\n| DCNv2 layer 3x3 | seconds | vs torchvision |\n|---|---:|---:|")
+        for name, sec in rows:
+            print(f"| {name} | {sec:.3f} | {rows[0][1] / sec:.1f}x |")
+        return
     batch = load_config(args.config).data.batch_size
     print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")
     rows = [

@@ -2,7 +2,7 @@
 
 from .aspp import ASPP, ASPPConv, ASPPPooling
 from .attention import CbamModule, SEModule, create_attn, get_attn_layer, make_divisible
-from .deform import DeformConv2d
+from .deform import DeformConv2d, deform_conv2d_sampled
 from .dilation import stage_strides_and_dilations
 from .norm import LayerNorm2d, create_norm, get_norm_layer
 from .transformer import Attention, Mlp, TransformerBlock
@@ -14,6 +14,7 @@ __all__ = [
     "Attention",
     "CbamModule",
     "DeformConv2d",
+    "deform_conv2d_sampled",
     "LayerNorm2d",
     "Mlp",
     "SEModule",

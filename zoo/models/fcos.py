@@ -9,9 +9,11 @@ down-weights boxes predicted far from an object's centre.
 - FPN: P3-P5 (``extra_levels=2`` adds P6/P7 as in the paper). BCCD's cells are 20-340 px
   on 640x480 images, so P3-P5 cover them; the extra levels only cost time.
 - Head: one tower for classification and one for boxes, shared across levels, of
-  ``num_convs`` 3x3 convs + GroupNorm(32) + ReLU. ``head_conv="deform"`` makes the tower
-  convs DCNv2 (``zoo.layers.DeformConv2d``, zero-initialised offsets: training starts from
-  the plain head). Centerness is predicted from the box tower (the paper's later variant).
+  ``num_convs`` 3x3 convs + GroupNorm(32) + ReLU. ``head_conv="deform"`` makes the last
+  ``deform_convs`` convs of each tower DCNv2 (``zoo.layers.DeformConv2d``, zero-initialised
+  offsets: training starts from the plain head). The default, 1, is the FCOS authors' own
+  deformable-head option (the last tower conv); ``deform_convs=num_convs`` deforms them all.
+  Centerness is predicted from the box tower (the paper's later variant).
 - Boxes: distances are ``exp(s_level * x) * stride``, one learnable ``s`` per level.
 - Targets: a location is positive for a box when it lies inside the box, within
   ``center_radius`` strides of its centre (centre sampling), and the largest of its four
@@ -70,24 +72,34 @@ class FPN(nn.Module):
         return outs
 
 
-def _tower_conv(head_conv: str, channels: int) -> nn.Module:
-    if head_conv == "conv":
-        return nn.Conv2d(channels, channels, 3, padding=1)
-    if head_conv == "deform":
+def _tower_conv(deform: bool, channels: int) -> nn.Module:
+    if deform:
         return DeformConv2d(channels, channels, 3, padding=1)
-    raise ValueError(f"head_conv must be 'conv' or 'deform', got {head_conv!r}")
+    return nn.Conv2d(channels, channels, 3, padding=1)
+
+
+def deform_flags(head_conv: str, num_convs: int, deform_convs: int) -> list[bool]:
+    """Which tower convs are deformable: the last ``deform_convs`` when head_conv is 'deform'."""
+    if head_conv not in ("conv", "deform"):
+        raise ValueError(f"head_conv must be 'conv' or 'deform', got {head_conv!r}")
+    if head_conv == "conv":
+        return [False] * num_convs
+    if not 1 <= deform_convs <= num_convs:
+        raise ValueError(f"deform_convs must be in 1..num_convs={num_convs}, got {deform_convs}")
+    return [i >= num_convs - deform_convs for i in range(num_convs)]
 
 
 class Tower(nn.Module):
-    """``num_convs`` x (3x3 conv, GroupNorm(32), ReLU), shared by every level."""
+    """3x3 convs (plain or deformable, per ``deform``) + GroupNorm(32) + ReLU, shared by every level."""
 
-    def __init__(self, channels: int, num_convs: int, head_conv: str):
+    def __init__(self, channels: int, deform: list[bool]):
         super().__init__()
-        self.convs = nn.ModuleList(_tower_conv(head_conv, channels) for _ in range(num_convs))
-        self.norms = nn.ModuleList(nn.GroupNorm(32, channels) for _ in range(num_convs))
+        self.convs = nn.ModuleList(_tower_conv(d, channels) for d in deform)
+        self.norms = nn.ModuleList(nn.GroupNorm(32, channels) for _ in deform)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, norm in zip(self.convs, self.norms):
+    def forward(self, x: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
+        """The whole tower, or its first ``num_layers`` layers (the input that conv ``num_layers`` sees)."""
+        for conv, norm in list(zip(self.convs, self.norms))[:num_layers]:
             x = F.relu(norm(conv(x)))
         return x
 
@@ -95,11 +107,11 @@ class Tower(nn.Module):
 class FCOSHead(nn.Module):
     """Class logits, (l, t, r, b) distances in pixels and centerness logits for every location."""
 
-    def __init__(self, channels: int, num_classes: int, num_convs: int, head_conv: str, strides: list[int]):
+    def __init__(self, channels: int, num_classes: int, deform: list[bool], strides: list[int]):
         super().__init__()
         self.channels, self.strides = channels, list(strides)
-        self.cls_tower = Tower(channels, num_convs, head_conv)
-        self.box_tower = Tower(channels, num_convs, head_conv)
+        self.cls_tower = Tower(channels, deform)
+        self.box_tower = Tower(channels, deform)
         self.cls_logits = make_cls_logits(channels, num_classes)
         self.box_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
@@ -204,6 +216,7 @@ class FCOS(ZooModel):
         extra_levels: int = 0,
         num_convs: int = 2,
         head_conv: str = "conv",
+        deform_convs: int = 1,
         size_bounds: tuple[float, ...] | None = None,
         center_radius: float | None = 1.5,
         score_thresh: float = 0.05,
@@ -229,7 +242,9 @@ class FCOS(ZooModel):
         strides += [strides[-1] * 2 ** (i + 1) for i in range(extra_levels)]
         self.strides = strides
         self.fpn = FPN(in_channels, fpn_channels, extra_levels)
-        self.head = FCOSHead(fpn_channels, num_classes, num_convs, head_conv, strides)
+        self.head = FCOSHead(
+            fpn_channels, num_classes, deform_flags(head_conv, num_convs, deform_convs), strides
+        )
         if size_bounds is None:
             size_bounds = (40, 80, 160, 320)[: len(strides) - 1]
         if len(size_bounds) != len(strides) - 1:
@@ -358,12 +373,15 @@ class FCOS(ZooModel):
         Returns ``grid`` (K, 2) the regular 3x3 taps and ``deformed`` (K, 2) the taps after the
         learned offsets, both (x, y) in input pixels, and ``mask`` (K,) the DCNv2 modulation.
         """
-        conv = self.head.cls_tower.convs[0]
-        if not isinstance(conv, DeformConv2d):
+        tower = self.head.cls_tower
+        first = next((i for i, c in enumerate(tower.convs) if isinstance(c, DeformConv2d)), None)
+        if first is None:
             raise ValueError(
                 f"sampling_locations needs head_conv='deform', this model has {self.head_conv!r}"
             )
+        conv = tower.convs[first]
         feature = self.forward_intermediates(image[None] if image.ndim == 3 else image[:1])[level].float()
+        feature = tower(feature, num_layers=first)
         offset, mask = conv.offsets_and_mask(feature)
         kh, kw = conv.kernel_size
         dy, dx = offset[0, 0::2, row, col], offset[0, 1::2, row, col]  # (dy, dx) pairs per tap
