@@ -58,11 +58,17 @@ def detection_pictures(model, loader, task, info: dict, boxes: int, sampling: bo
 
 
 def eval_published(
-    name: str, data_dir: str | None, batch_size: int, save_overlays: int = 0, boxes: int = 0, sampling=False
+    name: str,
+    data_dir: str | None,
+    batch_size: int | None,
+    save_overlays: int = 0,
+    boxes: int = 0,
+    sampling=False,
 ) -> dict:
     """Evaluate manifest weights on the split they were measured on, with their own preprocessing."""
     w = find_weights(name)
     task = get_task(w.task)
+    batch_size = batch_size or task.eval_batch_size
     loader, info = task.build_eval_loader(w.dataset, w.split, data_dir, batch_size, vars(w.input))
     info["classes"] = w.label_names or info["classes"]
     model = create_model(w.name, pretrained=True)
@@ -76,7 +82,7 @@ def eval_checkpoint(
     arch: str,
     path: str,
     data_dir: str | None,
-    batch_size: int,
+    batch_size: int | None,
     save_overlays: int = 0,
     boxes=0,
     sampling=False,
@@ -108,7 +114,7 @@ def eval_checkpoint(
         cfg.data.dataset,
         cfg.data.eval_split,
         data_dir,
-        batch_size,
+        batch_size or task.eval_batch_size,
         {"mean": info["mean"], "std": info["std"]},
     )
     result = evaluate(model, loader, task, info)
@@ -131,7 +137,7 @@ def lookup(result: dict, metric: str) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
-def eval_all(data_dir: str | None, batch_size: int) -> tuple[list[dict], bool]:
+def eval_all(data_dir: str | None, batch_size: int | None) -> tuple[list[dict], bool]:
     rows, ok = [], True
     for w in load_manifest():
         task = get_task(w.task)
@@ -195,7 +201,9 @@ def main() -> int:
         "--checkpoint", help="a run's last.ckpt or model.safetensors instead of published weights"
     )
     parser.add_argument("--data-dir", help="dataset folder (else $ZOO_DATA_DIR and the known places)")
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument(
+        "--batch-size", type=int, help="default: the task's (250 for classification, 8 for the others)"
+    )
     parser.add_argument("--out", help="JSON results file (default: runs/eval/<name>.json)")
     parser.add_argument(
         "--save-overlays",

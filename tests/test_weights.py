@@ -392,7 +392,7 @@ def test_readme_table_follows_the_manifest(store):
     text = f"# zoo\n\n{START}\nstale\n{END}\n\nmore\n"
     new = render_readme(text, load_manifest())
     assert "stale" not in new and new.endswith(f"{END}\n\nmore\n")
-    assert "| `resnet20.test` (default) | cifar10 (test) | top1 91.25, top5 99.50 | 0.27M | 3x32x32 |" in new
+    assert "| `resnet20.test` (default) | cifar10 (test) | top1 91.25, top5 99.5 | 0.27M | 3x32x32 |" in new
     assert "train `python train.py configs/resnet20_cifar10.yaml`" in new
     assert render_readme(new, load_manifest()) == new
     assert render_table([]) == "_No published weights yet._"

@@ -3,6 +3,7 @@
     python -m zoo.bench train                       # resnet20 on Fashion-MNIST
     python -m zoo.bench train --model resnet56 --steps 150
     python -m zoo.bench deform                      # DCNv2: torchvision's kernel vs grid_sample
+    python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s
 
 Run from the repository root (the torchrun row launches train.py).
 
@@ -31,9 +32,11 @@ import torchvision
 import torchvision.transforms as T
 
 from . import create_model
+from ._registry import get_entry, split_name
 from .config import load_config
 from .data.classification import REPO_ROOT, cache_dir, load_classification
 from .engine import train
+from .weights import WeightsError, find_weights
 
 
 def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: int, batch_size: int) -> float:
@@ -139,11 +142,47 @@ def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[s
     return rows
 
 
+def input_shape(name: str) -> tuple[int, int, int]:
+    """(C, H, W): the published weights' input when the manifest has them, else the registry's."""
+    try:
+        w = find_weights(name)
+        return (w.input.in_chans, *w.input.input_size)
+    except WeightsError:
+        return get_entry(split_name(name)[0]).input_size
+
+
+def inference(name: str, batch: int, bf16: bool, channels_last: bool, repeats: int) -> float:
+    """Images/s of ``model(images)`` in eval mode at :func:`input_shape` (median of ``repeats``
+    batches after one warm-up batch). The published weights are loaded when the manifest has
+    them: a detector's post-processing cost depends on what it detects."""
+    try:
+        find_weights(name)
+        model = create_model(name, pretrained=True)
+    except WeightsError:
+        model = create_model(name)
+    model.eval()
+    torch.manual_seed(0)
+    x = torch.rand(batch, *input_shape(name))
+    if channels_last:
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
+    times = []
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["train", "deform"])
+    parser.add_argument("what", choices=["train", "deform", "infer"])
+    parser.add_argument("models", nargs="*", help="infer: arch or arch.tag names")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--config", default="configs/fashion_mnist/resnet20.yaml")
     parser.add_argument("--steps", type=int, default=200)
@@ -162,6 +201,18 @@ def main() -> None:
         print("\n| DCNv2 layer 3x3 | seconds | vs torchvision |\n|---|---:|---:|")
         for name, sec in rows:
             print(f"| {name} | {sec:.3f} | {rows[0][1] / sec:.1f}x |")
+        return
+    if args.what == "infer":
+        print(f"threads: {torch.get_num_threads()}  eval mode, median of 5 batches after 1 warm-up")
+        print(
+            "\n| model | input | batch | fp32 NCHW img/s | bf16 channels_last img/s |\n|---|---|---:|---:|---:|"
+        )
+        for name in args.models:
+            size = "x".join(map(str, input_shape(name)[1:]))
+            for batch in (1, 8):
+                fp32 = inference(name, batch, False, False, repeats=5)
+                bf16 = inference(name, batch, True, True, repeats=5)
+                print(f"| {name} | {size} | {batch} | {fp32:.1f} | {bf16:.1f} |", flush=True)
         return
     batch = load_config(args.config).data.batch_size
     print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")

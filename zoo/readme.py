@@ -27,13 +27,13 @@ def render_table(entries: list[WeightsEntry]) -> str:
     commands, per_class = [], []
     for w in sorted(entries, key=lambda e: e.name):
         name = f"`{w.name}`" + (" (default)" if w.default else "")
-        metrics = ", ".join(f"{k} {v:.2f}" for k, v in w.metrics.items() if "/" not in k)
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in w.metrics.items() if "/" not in k)
         nested = {k: v for k, v in w.metrics.items() if "/" in k}  # e.g. per_class_iou/sky
         if nested:
             group = next(iter(nested)).split("/")[0]
             per_class.append(
                 f"- `{w.name}` {group.replace('_', ' ')}: "
-                + ", ".join(f"{k.split('/', 1)[1]} {v:.2f}" for k, v in nested.items())
+                + ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in nested.items())
             )
         shape = "x".join(map(str, [w.input.in_chans, *w.input.input_size]))
         hub = (

@@ -44,6 +44,7 @@ class Task:
     name = ""
     primary_metric = ""  # the headline number, compared by eval.py --all
     tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
+    eval_batch_size = 8  # eval.py's default: what fits in memory at the task's image sizes
 
     def build_loaders(self, cfg: RunConfig, rank: int = 0, world: int = 1) -> tuple[Any, Any, dict]:
         """(train loader, eval loader, dataset info: classes, in_chans, mean, std, ...)."""
@@ -84,6 +85,7 @@ class ClassificationTask(Task):
     name = "classification"
     primary_metric = "top1"
     tolerance = 0.1  # percentage points; CPU kernels may differ in the last bits across machines
+    eval_batch_size = 250  # small images
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
