@@ -25,14 +25,15 @@ def load_eval_cli():
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_published_weights_reproduce_their_metrics(entry):
+    cli = load_eval_cli()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io's notice
-            result = load_eval_cli().eval_published(entry.name, None, None)
+            result = cli.eval_published(entry.name, None, None)
     except DatasetNotFoundError as err:
         pytest.skip(f"{entry.dataset} ({entry.split}) is not available here: {err}")
     tolerance = get_task(entry.task).tolerance
     for metric, recorded in entry.metrics.items():
-        measured = load_eval_cli().lookup(result, metric)
+        measured = cli.lookup(result, metric)
         assert measured is not None, f"{entry.name}: the evaluator no longer reports {metric!r}"
         assert abs(measured - recorded) <= tolerance, (metric, measured, recorded, tolerance)

@@ -36,7 +36,7 @@ from ._registry import get_entry, split_name
 from .config import load_config
 from .data.classification import REPO_ROOT, cache_dir, load_classification
 from .engine import train
-from .weights import WeightsError, find_weights
+from .weights import WeightsEntry, WeightsError, find_weights
 
 
 def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: int, batch_size: int) -> float:
@@ -126,9 +126,9 @@ def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[s
     torch.manual_seed(0)
     x = torch.randn(shape)
     layers = {impl: DeformConv2d(shape[1], shape[1], 3, impl=impl) for impl in ("torchvision", "grid_sample")}
-    for layer in layers.values():  # offsets of about a pixel and masks around 1, as after training
-        torch.nn.init.normal_(layer.offset_mask.weight, std=0.03)
-        layer.load_state_dict(layers["torchvision"].state_dict())
+    # Offsets of about a pixel and masks around 1, as after training; both layers the same.
+    torch.nn.init.normal_(layers["torchvision"].offset_mask.weight, std=0.03)
+    layers["grid_sample"].load_state_dict(layers["torchvision"].state_dict())
     layers["plain 3x3 conv (reference)"] = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1)
     rows = []
     for name, layer in layers.items():
@@ -142,24 +142,25 @@ def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[s
     return rows
 
 
+def published(name: str) -> WeightsEntry | None:
+    """The manifest entry for ``name``, or None when it has no published weights."""
+    try:
+        return find_weights(name)
+    except WeightsError:
+        return None
+
+
 def input_shape(name: str) -> tuple[int, int, int]:
     """(C, H, W): the published weights' input when the manifest has them, else the registry's."""
-    try:
-        w = find_weights(name)
-        return (w.input.in_chans, *w.input.input_size)
-    except WeightsError:
-        return get_entry(split_name(name)[0]).input_size
+    w = published(name)
+    return (w.input.in_chans, *w.input.input_size) if w else get_entry(split_name(name)[0]).input_size
 
 
 def inference(name: str, batch: int, bf16: bool, channels_last: bool, repeats: int) -> float:
     """Images/s of ``model(images)`` in eval mode at :func:`input_shape` (median of ``repeats``
     batches after one warm-up batch). The published weights are loaded when the manifest has
     them: a detector's post-processing cost depends on what it detects."""
-    try:
-        find_weights(name)
-        model = create_model(name, pretrained=True)
-    except WeightsError:
-        model = create_model(name)
+    model = create_model(name, pretrained=published(name) is not None)
     model.eval()
     torch.manual_seed(0)
     x = torch.rand(batch, *input_shape(name))

@@ -10,8 +10,9 @@ Two implementations of the same operator, chosen by ``impl``:
 - ``"grid_sample"``: :func:`deform_conv2d_sampled`, bilinear sampling with ``F.grid_sample``
   followed by one matmul. Same numbers (tested against torchvision, outputs and all
   gradients), but on the CPU torchvision's kernel is far slower, above all its backward:
-  forward + backward of a 128->128 3x3 layer on an 8x128x48x64 map took 3.75 s with
-  torchvision and 0.82 s sampled (2-core CPU, torch 2.14, float32).
+  forward + backward of a 128->128 3x3 layer on an 8x128x48x64 map took 3.68 s with
+  torchvision and 0.73 s sampled (``python -m zoo.bench deform``; 2-core CPU, torch 2.14,
+  float32).
 
 ``"auto"`` (the default) takes torchvision on CUDA, where its kernel is fast, and the sampled
 version elsewhere.
@@ -125,8 +126,9 @@ class DeformConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_autocast_enabled(x.device.type) or x.dtype == torch.bfloat16:
-            # deform_conv2d has no bfloat16 CPU kernel: under autocast the layer (offset
-            # predictor and sampling alike) runs in float32, and hands back float32.
+            # Under autocast the layer (offset predictor and sampling alike) runs in float32 and
+            # hands back float32: torchvision's deform_conv2d has no bfloat16 CPU kernel, and
+            # bfloat16 sampling coordinates would lose the sub-pixel part of the offsets.
             with torch.autocast(x.device.type, enabled=False):
                 return self._forward(x.float())
         return self._forward(x)
