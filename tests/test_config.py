@@ -30,6 +30,8 @@ def test_overrides_are_typed():
         (["optim.lr=fast"], "optim.lr: expected float, got str 'fast'"),
         (["schedule.epochs=2.5"], "schedule.epochs: expected int"),
         (["train.ema=1"], "train.ema: expected bool, got int"),
+        (["train.amp_bf16=fast"], "train.amp_bf16: expected bool or 'auto', got str 'fast'"),
+        (["train.channels_last=1"], "train.channels_last: expected bool or 'auto', got int 1"),
         (["optim"], "override must look like section.key=value"),
     ],
 )

@@ -1,5 +1,6 @@
 """The trainer on tiny runs over the shipped Fashion-MNIST test split (always present)."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -107,15 +108,8 @@ def test_ddp_step_equals_single_process_step(tmp_path):
         "model.args={in_chans: 1, norm: groupnorm}",
         "data.batch_size=16",
     ]
-    single = subprocess.run(
-        [sys.executable, "train.py", str(CONFIG), *common, f"train.out_dir={tmp_path / 'single'}"],
-        cwd=REPO,
-        env=run_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert single.returncode == 0, single.stdout + single.stderr
+    # The DDP run chooses its memory format by measurement: the main process times it and
+    # every process must then run that choice (else the all-reduce would hang or differ).
     ddp = subprocess.run(
         [
             sys.executable,
@@ -126,6 +120,7 @@ def test_ddp_step_equals_single_process_step(tmp_path):
             "train.py",
             str(CONFIG),
             *common,
+            "train.channels_last=auto",
             f"train.out_dir={tmp_path / 'ddp'}",
         ],
         cwd=REPO,
@@ -135,6 +130,24 @@ def test_ddp_step_equals_single_process_step(tmp_path):
         timeout=300,
     )
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    chosen = json.loads((tmp_path / "ddp" / "config.json").read_text())["train"]["channels_last"]
+    assert isinstance(chosen, bool)
+    single = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            str(CONFIG),
+            *common,
+            f"train.channels_last={chosen}",
+            f"train.out_dir={tmp_path / 'single'}",
+        ],
+        cwd=REPO,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stdout + single.stderr
     a, b = (
         load_file(tmp_path / "single" / "model.safetensors"),
         load_file(tmp_path / "ddp" / "model.safetensors"),

@@ -4,20 +4,26 @@
     python -m zoo.bench train --model resnet56 --steps 150
     python -m zoo.bench deform                      # DCNv2: torchvision's kernel vs grid_sample
     python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s
+    python -m zoo.bench profile                     # where a training step's time goes
 
 Run from the repository root (the torchrun row launches train.py).
 
-Each setting trains for ``--steps`` steps; img/s is the median over timed windows of
+``train`` first times forward + backward of the model on a real batch under each
+precision / memory-format setting (the probe ``train.amp_bf16=auto`` and
+``train.channels_last=auto`` use), then trains for ``--steps`` steps under every setting
+within ``--slow`` times the fastest; img/s is the median over timed windows of
 ``--window`` steps after ``--warmup`` steps. The zoo rows run the real trainer
-(``zoo.engine.train``: in-memory uint8 data, whole-batch augmentation) under each
-precision/memory-format setting; the baseline is the loop most tutorials write: float32
-NCHW, a ``DataLoader`` with per-sample torchvision transforms and ``num_workers=2``.
+(``zoo.engine.train``: in-memory uint8 data, whole-batch augmentation); the baseline is the
+loop most tutorials write: float32 NCHW, a ``DataLoader`` with per-sample torchvision
+transforms and ``num_workers=2``. A setting far slower than the fastest (bf16 on a CPU that
+only emulates it) gets its probe number and no full run, which would take many minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -35,7 +41,9 @@ from . import create_model
 from ._registry import get_entry, split_name
 from .config import load_config
 from .data.classification import REPO_ROOT, cache_dir, load_classification
-from .engine import train
+from .engine import get_task, train
+from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, time_settings
+from .engine.trainer import build_model
 from .weights import WeightsEntry, WeightsError, find_weights
 
 
@@ -118,6 +126,119 @@ def zoo_trainer(
     return statistics.median(rates)
 
 
+def recipe_setup(model_name: str, config: str, overrides: list[str] = ()):
+    """(config, task, first real training batch, fresh model) of a recipe, as the trainer builds them."""
+    cfg = load_config(config, [f"model.name={model_name}", *overrides])
+    task = get_task(cfg.task)
+    loader, _, info = task.build_loaders(cfg)
+    return cfg, task, next(iter(loader.batches(0, 0))), build_model(cfg, info)
+
+
+def probe_settings(
+    model_name: str, config: str, steps: int = 3, overrides: list[str] = ()
+) -> tuple[list[Trial], int]:
+    """Forward + backward seconds per step under every setting, on the recipe's model and its
+    first real training batch: the auto probe, with every setting timed in full."""
+    cfg, task, batch, model = recipe_setup(model_name, config, overrides)
+    settings = candidates("auto", "auto")
+    trials = time_settings(model, batch, task, cfg, torch.device("cpu"), settings, steps, give_up=math.inf)
+    return trials, task.batch_size(batch)
+
+
+PROFILE_STEPS = 10
+
+
+def step_profile(
+    model_name: str,
+    config: str,
+    steps: int = PROFILE_STEPS,
+    overrides: list[str] = (),
+    setting: Trial | None = None,
+):
+    """torch.profiler over ``steps`` training steps (forward, backward, SGD) on the recipe's
+    first real batch, under ``setting`` or else the one the auto probe picks. Returns
+    (profiler averages, the setting, images per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    best = setting or fastest(probe_settings(model_name, config, overrides=overrides)[0])
+    cfg, task, batch, model = recipe_setup(model_name, config, overrides)
+    if best.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batch = task.to_device(batch, torch.device("cpu"), best.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        with autocast(best.amp_bf16, torch.device("cpu")):
+            loss = task.loss(model, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    return prof.key_averages(), best, task.batch_size(batch)
+
+
+# The kernels of a convolution's forward and backward passes: oneDNN's, and aten's own for
+# the shapes and builds oneDNN does not take. Self times, so none is counted twice.
+CONV_OPS = (
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward",
+    "aten::slow_conv_dilated2d",
+    "aten::_nnpack_spatial_convolution",
+    "aten::_conv_depthwise2d",
+)
+
+
+def conv_ms(averages, steps: int) -> float:
+    """Milliseconds per step spent inside the convolution kernels themselves."""
+    return sum(e.self_cpu_time_total for e in averages if e.key in CONV_OPS) / steps / 1e3
+
+
+def profile_table(model_name: str, config: str, steps: int) -> None:
+    averages, best, images = step_profile(model_name, config, steps)
+    total = sum(e.self_cpu_time_total for e in averages) / steps / 1e3  # ms per step
+    conv = conv_ms(averages, steps)
+    print(
+        f"cpu: {cpu_description()}\nmodel: {model_name}  batch: {images}  setting: {best.label}  steps: {steps}"
+    )
+    print("\n| op | ms per step | share |\n|---|---:|---:|")
+    for e in sorted(averages, key=lambda e: -e.self_cpu_time_total)[:12]:
+        ms = e.self_cpu_time_total / steps / 1e3
+        print(f"| {e.key} | {ms:.1f} | {ms / total:.0%} |")
+    print(
+        f"\nconvolutions (forward + backward kernels): {conv:.0f} of {total:.0f} ms per step; with everything "
+        f"else free a step could run at most {images / conv * 1e3:.0f} img/s (now {images / total * 1e3:.0f})"
+    )
+
+
+def cpu_description() -> str:
+    """Model name, family/model numbers (which tell e.g. Zen 3 from Zen 4) and the vector
+    extensions that decide bf16 speed."""
+    fields, flags = {}, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        return f"{os.cpu_count()} CPUs"
+    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (
+        f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model "
+        f"{fields.get('model', '?')}), {os.cpu_count()} CPUs, {' '.join(vector) or 'no AVX2'}; "
+        f"native bf16 (AVX-512 BF16 or AMX): {'yes' if native_bf16() else 'no'}"
+    )
+
+
 def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[str, float]]:
     """Seconds for forward + backward of one 3x3 DCNv2 layer (C -> C) on an (N, C, H, W) map,
     median of ``repeats``, for each implementation; a plain 3x3 conv for scale."""
@@ -182,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["train", "deform", "infer"])
+    parser.add_argument("what", choices=["train", "deform", "infer", "profile"])
     parser.add_argument("models", nargs="*", help="infer: arch or arch.tag names")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--config", default="configs/fashion_mnist/resnet20.yaml")
@@ -191,9 +312,18 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--json", help="also write the table here")
     parser.add_argument(
+        "--slow",
+        type=float,
+        default=3.0,
+        help="train: skip the full run of settings this much slower in the probe",
+    )
+    parser.add_argument(
         "--shape", type=int, nargs=4, default=[8, 128, 48, 64], help="deform: N C H W (FCOS's P3 at 384x512)"
     )
     args = parser.parse_args()
+    if args.what == "profile":
+        profile_table(args.model, args.config, steps=PROFILE_STEPS)
+        return
     if args.what == "deform":
         print(
             f"threads: {torch.get_num_threads()}  input: {tuple(args.shape)}  forward + backward, median of 5"
@@ -215,31 +345,60 @@ def main() -> None:
                 bf16 = inference(name, batch, True, True, repeats=5)
                 print(f"| {name} | {size} | {batch} | {fp32:.1f} | {bf16:.1f} |", flush=True)
         return
+    train_table(args)
+
+
+def train_table(args) -> None:
     batch = load_config(args.config).data.batch_size
+    print(f"cpu: {cpu_description()}")
     print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")
+    trials, probe_batch = probe_settings(args.model, args.config)
+    best = fastest(trials)
+    print("\n| setting | forward + backward img/s (probe) | vs fastest |\n|---|---:|---:|")
+    for t in trials:
+        print(f"| {t.label} | {probe_batch / t.seconds:.0f} | {best.seconds / t.seconds:.2f}x |")
     rows = [
         (
             "plain PyTorch loop (fp32, NCHW, DataLoader + per-sample transforms, 2 workers)",
             plain_loop(args.model, args.config, args.steps, args.warmup, args.window, batch),
         )
     ]
-    for bf16 in (False, True):
-        for cl in (False, True):
-            label = f"zoo trainer ({'bf16' if bf16 else 'fp32'}, {'channels_last' if cl else 'NCHW'})"
-            rows.append(
-                (label, zoo_trainer(args.model, args.config, args.steps, args.warmup, args.window, bf16, cl))
-            )
-    label = "zoo trainer, torchrun 2 processes x 1 thread (bf16, channels_last)"
-    rows.append(
-        (label, zoo_trainer(args.model, args.config, args.steps, args.warmup, args.window, True, True, 2))
+    for t in trials:
+        label = f"zoo trainer ({t.label})"
+        if t.seconds > args.slow * best.seconds:
+            rows.append((f"{label}: not run, the probe was {t.seconds / best.seconds:.1f}x slower", math.nan))
+            continue
+        ips = zoo_trainer(
+            args.model, args.config, args.steps, args.warmup, args.window, t.amp_bf16, t.channels_last
+        )
+        rows.append((label, ips))
+    label = f"zoo trainer, torchrun 2 processes x 1 thread ({best.label})"
+    ips = zoo_trainer(
+        args.model, args.config, args.steps, args.warmup, args.window, best.amp_bf16, best.channels_last, 2
     )
+    rows.append((label, ips))
+    # The same run's ceiling: the convolutions alone, as if everything else in a step were free.
+    averages, _, images = step_profile(args.model, args.config, PROFILE_STEPS, setting=best)
+    ceiling = images / conv_ms(averages, PROFILE_STEPS) * 1e3
+    rows.append((f"ceiling: the convolutions alone ({best.label}, torch.profiler)", ceiling))
     base = rows[0][1]
     print("\n| setting | img/s | vs plain |\n|---|---:|---:|")
     for label, ips in rows:
-        print(f"| {label} | {ips:.0f} | {ips / base:.2f}x |")
+        print(f"| {label} | - | - |" if math.isnan(ips) else f"| {label} | {ips:.0f} | {ips / base:.2f}x |")
     if args.json:
         Path(args.json).write_text(
-            json.dumps([{"setting": s, "img_per_s": round(v, 1)} for s, v in rows], indent=2)
+            json.dumps(
+                {
+                    "cpu": cpu_description(),
+                    "probe": [
+                        dict(setting=t.label, img_per_s=round(probe_batch / t.seconds, 1)) for t in trials
+                    ],
+                    "train": [
+                        {"setting": s, "img_per_s": None if math.isnan(v) else round(v, 1)} for s, v in rows
+                    ],
+                },
+                indent=2,
+            )
         )
 
 

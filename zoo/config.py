@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -74,8 +74,11 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema: bool = False  # keep an EMA of the weights (timm ModelEmaV3) and evaluate it too
     ema_decay: float = 0.999
-    channels_last: bool = True  # measure per model: python -m zoo.bench
-    amp_bf16: bool = True  # bf16 autocast on the CPU; faster for some models, slower for others
+    # Both change speed 2x or more either way, by model and by CPU. auto: time each setting on
+    # the real model and batch at the start (zoo/engine/autotune.py) and keep the fastest; near
+    # ties may go either way, so set both for bit-identical reruns (train.deterministic).
+    channels_last: bool | Literal["auto"] = "auto"
+    amp_bf16: bool | Literal["auto"] = "auto"  # bf16 autocast
     threads: int = 0  # torch.set_num_threads (0: leave as is)
     out_dir: str = "runs/default"
     ckpt_every_steps: int = 500  # 0: only at epoch ends
@@ -97,6 +100,16 @@ class RunConfig:
 # -- type checking ------------------------------------------------------------------------
 
 
+def _type_name(tp: Any) -> str:
+    """``bool | Literal['auto']`` -> "bool or 'auto'": the words an error message needs."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
 def _check_type(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` coerced to ``tp`` where that is lossless (int -> float), else raise."""
     origin = typing.get_origin(tp)
@@ -106,12 +119,15 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                 return _check_type(key, value, arg)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {tp}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if tp is type(None):
         if value is None:
             return None
     elif tp is Any:
         return value
+    elif origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -125,7 +141,7 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     elif origin is dict:
         if isinstance(value, dict):
             return dict(value)
-    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 
 def _unknown_key(key: str, choices) -> ConfigError:

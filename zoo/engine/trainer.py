@@ -9,9 +9,10 @@ RNG state and the resolved config. The data order depends only on (seed, epoch, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from contextlib import nullcontext
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from .. import create_model
 from ..config import RunConfig, to_dict
+from .autotune import AUTO, autocast, candidates, describe, fastest, native_bf16, time_settings
 from .checkpoint import load_checkpoint, save_checkpoint, save_weights, write_json
 from .distributed import DistInfo, cleanup, init_distributed
 from .evaluator import evaluate
@@ -32,10 +34,6 @@ from .tasks import get_task
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def autocast(enabled: bool, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def build_model(cfg: RunConfig, info: dict) -> torch.nn.Module:
@@ -57,6 +55,45 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def resolve_speed_settings(
+    cfg: RunConfig, model, loader, task, dist: DistInfo, saved: dict | None, log: MetricsLog
+) -> RunConfig:
+    """``cfg`` with ``train.amp_bf16`` / ``train.channels_last`` ``auto`` replaced by booleans:
+    the fastest setting timed on this model and machine, or, when resuming, the setting the
+    checkpointed run chose (a resumed run must compute what the uninterrupted one did).
+    Values set explicitly are kept as they are, on resume too."""
+    t = cfg.train
+    keys = [k for k in ("amp_bf16", "channels_last") if getattr(t, k) == AUTO]
+    chosen: dict[str, bool] = {}
+    if keys and saved is not None:
+        chosen = {k: saved["train"][k] for k in keys}
+    elif keys:
+        box = [None]
+        if dist.is_main:
+            batch = next(iter(loader.batches(0, 0)))
+            trials = time_settings(
+                model, batch, task, cfg, dist.device, candidates(t.amp_bf16, t.channels_last)
+            )
+            best = fastest(trials)
+            box[0] = {k: getattr(best, k) for k in keys}
+            print(
+                f"auto settings (forward + backward of one batch):\n{describe(trials, task.batch_size(batch))}"
+            )
+            for trial in trials:
+                log.write(kind="autotune", **dataclasses.asdict(trial))
+        if dist.world > 1:  # every process must run what the main one measured
+            torch.distributed.broadcast_object_list(box, src=0)
+        chosen = box[0]
+    resolved = dataclasses.replace(cfg, train=dataclasses.replace(t, **chosen)) if chosen else cfg
+    if resolved.train.amp_bf16 and dist.device.type == "cpu" and dist.is_main and not native_bf16():
+        warnings.warn(
+            "train.amp_bf16 is true, but this CPU has no native bf16 (AVX-512 BF16 or AMX): autocast "
+            "emulates it, usually several times slower than float32. train.amp_bf16=auto times both.",
+            stacklevel=2,
+        )
+    return resolved
+
+
 def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     dist = init_distributed()
     try:
@@ -71,7 +108,7 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
     ckpt_path = out / "last.ckpt"
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(to_dict(cfg), out / "config.json")
+    log = MetricsLog(out / "metrics.jsonl", dist.is_main)
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.deterministic:
@@ -81,6 +118,13 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
     task = get_task(cfg.task)
     train_loader, eval_loader, info = task.build_loaders(cfg, dist.rank, dist.world)
     model = build_model(cfg, info).to(dist.device)
+    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    cfg = resolve_speed_settings(
+        cfg, model, train_loader, task, dist, state["config"] if state else None, log
+    )
+    t = cfg.train
+    if dist.is_main:
+        write_json(to_dict(cfg), out / "config.json")  # resolved: auto settings as chosen
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(
@@ -106,8 +150,7 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
 
     step, elapsed, best = 0, 0.0, {}
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -123,7 +166,6 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         scheduler.step_update(step)
 
     net = DistributedDataParallel(model) if dist.world > 1 else model
-    log = MetricsLog(out / "metrics.jsonl", dist.is_main)
     total_steps = s.epochs * steps_per_epoch
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
