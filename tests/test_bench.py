@@ -2,6 +2,8 @@
 
 import math
 
+import torch
+
 from zoo import bench
 from zoo.engine.autotune import Trial
 
@@ -22,12 +24,14 @@ def test_inference_bench_uses_the_weights_input_else_the_registry_size():
         assert math.isfinite(ips) and ips > 0
 
 
+TINY = ["data.train_split=test", "data.batch_size=8"]  # the shipped split
+CONFIG = str(REPO / "configs/fashion_mnist/resnet20.yaml")
+
+
 def test_train_bench_probes_every_setting_on_a_real_batch():
-    overrides = ["data.train_split=test", "data.batch_size=8"]  # the shipped split
-    trials, batch = bench.probe_settings(
-        "resnet20", str(REPO / "configs/fashion_mnist/resnet20.yaml"), 1, overrides
-    )
-    assert batch == 8
+    recipe = bench.recipe_setup("resnet20", CONFIG, TINY)
+    trials = bench.probe_settings(recipe, 1)
+    assert recipe.images == 8
     assert [(t.amp_bf16, t.channels_last) for t in trials] == [
         (False, True),
         (False, False),
@@ -39,10 +43,10 @@ def test_train_bench_probes_every_setting_on_a_real_batch():
 
 
 def test_profile_finds_the_convolution_kernels():
-    overrides = ["data.train_split=test", "data.batch_size=8"]
+    recipe = bench.recipe_setup("resnet20", CONFIG, TINY)
     fp32_cl = Trial(amp_bf16=False, channels_last=True, seconds=0.0, steps=0, warmup_seconds=0.0)
-    config = str(REPO / "configs/fashion_mnist/resnet20.yaml")
-    averages, setting, images = bench.step_profile("resnet20", config, 1, overrides, setting=fp32_cl)
-    assert setting is fp32_cl and images == 8
+    before = {k: v.clone() for k, v in recipe.model.state_dict().items()}
+    averages = bench.step_profile(recipe, fp32_cl, steps=1)
     total = sum(e.self_cpu_time_total for e in averages) / 1e3
     assert 0 < bench.conv_ms(averages, steps=1) < total  # a renamed kernel would read 0 here
+    assert all(torch.equal(v, before[k]) for k, v in recipe.model.state_dict().items())  # trained a copy

@@ -22,6 +22,7 @@ only emulates it) gets its probe number and no full run, which would take many m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -126,49 +128,51 @@ def zoo_trainer(
     return statistics.median(rates)
 
 
-def recipe_setup(model_name: str, config: str, overrides: list[str] = ()):
-    """(config, task, first real training batch, fresh model) of a recipe, as the trainer builds them."""
+class Recipe(NamedTuple):
+    """What the trainer builds from a recipe, built once for the probe and the profile."""
+
+    cfg: Any
+    task: Any
+    batch: Any  # the first real training batch
+    model: torch.nn.Module  # fresh; the probe and the profile work on copies
+
+    @property
+    def images(self) -> int:
+        return self.task.batch_size(self.batch)
+
+
+def recipe_setup(model_name: str, config: str, overrides: list[str] = ()) -> Recipe:
     cfg = load_config(config, [f"model.name={model_name}", *overrides])
     task = get_task(cfg.task)
     loader, _, info = task.build_loaders(cfg)
-    return cfg, task, next(iter(loader.batches(0, 0))), build_model(cfg, info)
+    return Recipe(cfg, task, next(iter(loader.batches(0, 0))), build_model(cfg, info))
 
 
-def probe_settings(
-    model_name: str, config: str, steps: int = 3, overrides: list[str] = ()
-) -> tuple[list[Trial], int]:
-    """Forward + backward seconds per step under every setting, on the recipe's model and its
-    first real training batch: the auto probe, with every setting timed in full."""
-    cfg, task, batch, model = recipe_setup(model_name, config, overrides)
+def probe_settings(recipe: Recipe, steps: int = 3, give_up: float = math.inf) -> list[Trial]:
+    """Forward + backward seconds per step under every setting: the auto probe, by default
+    with every setting timed in full (``give_up`` as in :func:`time_settings`)."""
+    cfg, task, batch, model = recipe
     settings = candidates("auto", "auto")
-    trials = time_settings(model, batch, task, cfg, torch.device("cpu"), settings, steps, give_up=math.inf)
-    return trials, task.batch_size(batch)
+    return time_settings(model, batch, task, cfg, torch.device("cpu"), settings, steps, give_up)
 
 
 PROFILE_STEPS = 10
 
 
-def step_profile(
-    model_name: str,
-    config: str,
-    steps: int = PROFILE_STEPS,
-    overrides: list[str] = (),
-    setting: Trial | None = None,
-):
-    """torch.profiler over ``steps`` training steps (forward, backward, SGD) on the recipe's
-    first real batch, under ``setting`` or else the one the auto probe picks. Returns
-    (profiler averages, the setting, images per step)."""
+def step_profile(recipe: Recipe, setting: Trial, steps: int = PROFILE_STEPS):
+    """torch.profiler's averages over ``steps`` training steps (forward, backward, SGD) of a
+    copy of the recipe's model on its first batch, under ``setting``."""
     from torch.profiler import ProfilerActivity, profile
 
-    best = setting or fastest(probe_settings(model_name, config, overrides=overrides)[0])
-    cfg, task, batch, model = recipe_setup(model_name, config, overrides)
-    if best.channels_last:
+    cfg, task, batch, model = recipe
+    model = copy.deepcopy(model)
+    if setting.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    batch = task.to_device(batch, torch.device("cpu"), best.channels_last)
+    batch = task.to_device(batch, torch.device("cpu"), setting.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
-        with autocast(best.amp_bf16, torch.device("cpu")):
+        with autocast(setting.amp_bf16, torch.device("cpu")):
             loss = task.loss(model, batch, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,7 +183,7 @@ def step_profile(
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    return prof.key_averages(), best, task.batch_size(batch)
+    return prof.key_averages()
 
 
 # The kernels of a convolution's forward and backward passes: oneDNN's, and aten's own for
@@ -201,7 +205,9 @@ def conv_ms(averages, steps: int) -> float:
 
 
 def profile_table(model_name: str, config: str, steps: int) -> None:
-    averages, best, images = step_profile(model_name, config, steps)
+    recipe = recipe_setup(model_name, config)
+    best = fastest(probe_settings(recipe, give_up=3.0))  # only the winner matters here, as for auto
+    averages, images = step_profile(recipe, best, steps), recipe.images
     total = sum(e.self_cpu_time_total for e in averages) / steps / 1e3  # ms per step
     conv = conv_ms(averages, steps)
     print(
@@ -350,9 +356,11 @@ def main() -> None:
 
 def train_table(args) -> None:
     batch = load_config(args.config).data.batch_size
-    print(f"cpu: {cpu_description()}")
+    cpu = cpu_description()
+    print(f"cpu: {cpu}")
     print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")
-    trials, probe_batch = probe_settings(args.model, args.config)
+    recipe = recipe_setup(args.model, args.config)
+    trials, probe_batch = probe_settings(recipe), recipe.images
     best = fastest(trials)
     print("\n| setting | forward + backward img/s (probe) | vs fastest |\n|---|---:|---:|")
     for t in trials:
@@ -378,8 +386,7 @@ def train_table(args) -> None:
     )
     rows.append((label, ips))
     # The same run's ceiling: the convolutions alone, as if everything else in a step were free.
-    averages, _, images = step_profile(args.model, args.config, PROFILE_STEPS, setting=best)
-    ceiling = images / conv_ms(averages, PROFILE_STEPS) * 1e3
+    ceiling = recipe.images / conv_ms(step_profile(recipe, best), PROFILE_STEPS) * 1e3
     rows.append((f"ceiling: the convolutions alone ({best.label}, torch.profiler)", ceiling))
     base = rows[0][1]
     print("\n| setting | img/s | vs plain |\n|---|---:|---:|")
@@ -389,7 +396,7 @@ def train_table(args) -> None:
         Path(args.json).write_text(
             json.dumps(
                 {
-                    "cpu": cpu_description(),
+                    "cpu": cpu,
                     "probe": [
                         dict(setting=t.label, img_per_s=round(probe_batch / t.seconds, 1)) for t in trials
                     ],
