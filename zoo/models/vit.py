@@ -189,3 +189,16 @@ def vit_tiny_patch4_32(**kwargs) -> VisionTransformer:
 @_small()
 def vit_small_patch4_32(**kwargs) -> VisionTransformer:
     return _small_vit("vit_small_patch4_32", kwargs, embed_dim=384, num_heads=6)
+
+
+# 7x7 patches on 28 px images: a 4x4 grid of 16 tokens. ViT-Ti's width at a quarter of the
+# tokens of the patch-4 models trains at about 2.6x ResNet-20's cost on a 2-core CPU (658 vs
+# 1699 img/s forward + backward, bf16, batch 128, AMD Zen 5), where vit_tiny_patch4_32 at
+# 28 px costs 7x: the concept zoo's self-attention row.
+@register_model(input_size=(1, 28, 28))
+def vit_tiny_patch7_28(**kwargs) -> VisionTransformer:
+    kwargs.setdefault("img_size", 28)
+    kwargs.setdefault("num_classes", 10)
+    kwargs.setdefault("in_chans", 1)
+    model_args = dict(patch_size=7, depth=9, embed_dim=192, num_heads=3)
+    return _create_vit("vit_tiny_patch7_28", model_args=model_args, **kwargs)

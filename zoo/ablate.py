@@ -1,0 +1,292 @@
+"""Run an ablation matrix: every (row, seed) of a matrix file, resumable at any point.
+
+    python -m zoo.ablate run configs/fashion_mnist/concept/matrix.yaml      # start or continue
+    python -m zoo.ablate status configs/fashion_mnist/concept/matrix.yaml   # what is done
+    python -m zoo.ablate report configs/fashion_mnist/concept/matrix.yaml   # tables and pictures
+
+A matrix file names one shared recipe and the rows that differ from it only in the model
+(architecture and ``create_model`` arguments), the seeds, and optional sweeps (one config
+key at several values for some rows, one seed, usually a shorter budget). Every run has its
+own folder ``<out_dir>/<row>/seed<k>`` (``<out_dir>/sweep_<name>/<row>/<key>=<value>`` for
+sweeps). ``run`` works through them in order, seed-major (every row's first seed before any
+second seed), and for each one:
+
+- a finished run (``summary.json``) or a diverged one (``diverged.json``: the loss went
+  non-finite; that is a result of a learning-rate sweep, not an error) is skipped;
+- an interrupted run (``last.ckpt`` without a summary) resumes from its checkpoint, which
+  continues exactly where it stopped (the trainer's resume contract);
+- anything else starts from scratch.
+
+So it can be killed and restarted at any time without redoing or losing finished work.
+The run folders' small files (config, metrics log, summary) are the results the report is
+built from; checkpoints and weights stay out of git (the seed-0 weights are published to
+the manifest instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError, RunConfig, load_config
+
+SUMMARY, DIVERGED, CHECKPOINT = "summary.json", "diverged.json", "last.ckpt"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # run folder name, unique in the matrix
+    group: str  # the claim the row tests: normalization, residual, attention, ...
+    model: str  # registered architecture
+    args: dict[str, Any] = field(default_factory=dict)  # create_model kwargs beyond the recipe's
+    tag: str = ""  # the published weights' tag (arch.tag); empty: not published
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    rows: list[str]
+    key: str  # a config key, e.g. optim.lr
+    values: list[Any]
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # e.g. a shorter schedule.epochs
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    recipe: Path
+    out_dir: Path
+    seeds: list[int]
+    rows: list[Row]
+    sweeps: list[Sweep]
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Run:
+    row: Row
+    seed: int
+    out_dir: Path
+    overrides: tuple[str, ...]  # beyond the recipe: model, seed, out_dir, sweep value
+    sweep: str = ""  # the sweep's name; "" for a matrix run
+    sweep_value: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.row.name} seed {self.seed}" + (
+            f" {self.sweep}={self.sweep_value}" if self.sweep else ""
+        )
+
+    def state(self) -> str:
+        """done | diverged | interrupted | new"""
+        if (self.out_dir / SUMMARY).is_file():
+            return "done"
+        if (self.out_dir / DIVERGED).is_file():
+            return "diverged"
+        if (self.out_dir / CHECKPOINT).is_file():
+            return "interrupted"
+        return "new"
+
+    def config(self, matrix: Matrix) -> RunConfig:
+        return load_config(matrix.recipe, list(self.overrides))
+
+
+def _fields(cls, data: Any, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; expected some of {sorted(known)}")
+    return data
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    """Read and check a matrix file; paths in it are relative to the file (recipe) and to the
+    working directory (out_dir, like train.out_dir)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"matrix file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = _fields(Matrix, data, str(path))
+    for key in ("recipe", "out_dir", "rows"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    rows = [Row(**_fields(Row, r, f"{path}: rows[{i}]")) for i, r in enumerate(data["rows"])]
+    names = [r.name for r in rows]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: row names must be unique, repeated: {dupes}")
+    sweeps = [
+        Sweep(**_fields(Sweep, s, f"{path}: sweeps[{i}]")) for i, s in enumerate(data.get("sweeps") or [])
+    ]
+    for s in sweeps:
+        missing = [r for r in s.rows if r not in names]
+        if missing:
+            raise ConfigError(f"{path}: sweep {s.name!r} names unknown rows {missing}; rows are {names}")
+    seeds = data.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a non-empty list of ints, got {seeds!r}")
+    return Matrix(path, path.parent / data["recipe"], Path(data["out_dir"]), list(seeds), rows, sweeps)
+
+
+def _row_overrides(row: Row) -> list[str]:
+    out = [f"model.name={row.model}"]
+    return out + [f"model.args.{k}={json.dumps(v)}" for k, v in row.args.items()]  # JSON is YAML
+
+
+def plan(matrix: Matrix) -> list[Run]:
+    """Every run of the matrix in the order ``run`` takes them: the first seed of every row,
+    then the sweeps, then the further seeds."""
+
+    def matrix_run(row: Row, seed: int) -> Run:
+        out = matrix.out_dir / row.name / f"seed{seed}"
+        ov = [*_row_overrides(row), f"train.seed={seed}", f"train.out_dir={out}"]
+        return Run(row, seed, out, tuple(ov))
+
+    first, *rest = matrix.seeds
+    runs = [matrix_run(r, first) for r in matrix.rows]
+    for s in matrix.sweeps:
+        for name in s.rows:
+            row = matrix.row(name)
+            for value in s.values:
+                out = matrix.out_dir / f"sweep_{s.name}" / row.name / f"{s.key.rsplit('.', 1)[-1]}={value}"
+                ov = [
+                    *_row_overrides(row),
+                    *s.overrides,
+                    f"{s.key}={value}",
+                    f"train.seed={s.seed}",
+                    f"train.out_dir={out}",
+                ]
+                runs.append(Run(row, s.seed, out, tuple(ov), s.name, value))
+    runs += [matrix_run(r, seed) for seed in rest for r in matrix.rows]
+    return runs
+
+
+def select(runs: list[Run], only: str | None) -> list[Run]:
+    """Runs whose label or row name matches the fnmatch pattern (all when None)."""
+    if not only:
+        return runs
+    return [r for r in runs if fnmatch.fnmatch(r.row.name, only) or fnmatch.fnmatch(r.label, only)]
+
+
+def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
+    """Train one run to its end (resuming if it was interrupted); return its final state."""
+    from .engine import NonFiniteLossError, train
+    from .engine.checkpoint import write_json
+
+    cfg = load_config(matrix.recipe, [*run.overrides, *extra])
+    resume = run.state() == "interrupted"
+    print(f"== {run.label}: {'resuming' if resume else 'starting'} in {run.out_dir}", flush=True)
+    try:
+        train(cfg, resume=resume)
+    except NonFiniteLossError as err:
+        write_json({"diverged": True, "message": str(err)}, run.out_dir / DIVERGED)
+        print(f"== {run.label}: diverged ({err})", flush=True)
+    return run.state()
+
+
+def run_matrix(
+    matrix: Matrix, only: str | None = None, until: float | None = None, extra: list[str] = ()
+) -> None:
+    """Work through every unfinished run. ``until`` (a time.time()) stops before starting a
+    run that would not finish by then, judged by the same row's earlier runs, if any."""
+    for run in select(plan(matrix), only):
+        if run.state() in ("done", "diverged"):
+            continue
+        if until is not None:
+            estimate = _estimate_seconds(run, matrix)
+            if time.time() + estimate > until:
+                print(f"== {run.label}: not started, would end after --until (about {estimate / 60:.0f} min)")
+                continue
+        execute(run, matrix, extra)
+
+
+def _estimate_seconds(run: Run, matrix: Matrix) -> float:
+    """Training time of the same row's finished matrix runs (0 when none has finished)."""
+    times = [
+        json.loads((d / SUMMARY).read_text())["train_wall_time_s"]
+        for d in (matrix.out_dir / run.row.name).glob("seed*")
+        if (d / SUMMARY).is_file()
+    ]
+    return max(times) if times and not run.sweep else 0.0
+
+
+def print_status(matrix: Matrix) -> None:
+    runs = plan(matrix)
+    for run in runs:
+        print(f"{run.state():<12} {run.label}")
+    counts = {s: sum(r.state() == s for r in runs) for s in ("done", "diverged", "interrupted", "new")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def _parse_until(text: str) -> float:
+    """'HH:MM' today (local time) -> a time.time() value."""
+    try:
+        hh, mm = (int(x) for x in text.split(":"))
+        now = time.localtime()
+        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, -1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--until expects HH:MM, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.ablate",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="train every unfinished run, resuming interrupted ones")
+    run.add_argument("matrix")
+    run.add_argument("--only", help="fnmatch pattern on row names or run labels, e.g. 'resnet20_*'")
+    run.add_argument("--until", type=_parse_until, help="HH:MM: start no run that would end later")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="key=value",
+        help="extra overrides for every run that do not change results (e.g. train.threads=1)",
+    )
+    status = commands.add_parser("status", help="list every run and its state")
+    status.add_argument("matrix")
+    report = commands.add_parser("report", help="write the tables and pictures from the finished runs")
+    report.add_argument("matrix")
+    report.add_argument("--out", help="folder for the pictures and tables (default: <out_dir>/report)")
+    args = parser.parse_args(argv)
+    try:
+        matrix = load_matrix(args.matrix)
+        if args.command == "run":
+            run_matrix(matrix, args.only, args.until, args.set)
+        elif args.command == "status":
+            print_status(matrix)
+        else:
+            from .ablate_report import write_report
+
+            write_report(matrix, Path(args.out) if args.out else matrix.out_dir / "report")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
