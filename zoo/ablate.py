@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ import yaml
 
 from .config import ConfigError, RunConfig, load_config
 
-SUMMARY, DIVERGED, CHECKPOINT = "summary.json", "diverged.json", "last.ckpt"
+SUMMARY, DIVERGED, CHECKPOINT, LOCK = "summary.json", "diverged.json", "last.ckpt", ".ablate.lock"
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,44 @@ def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
     return run.state()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def claim(run: Run):
+    """Yield True if this process may train ``run``: no other live runner holds its lock.
+    Two runners (one per core, say) can then work through one matrix side by side; a lock
+    left by a killed runner names a dead process and is taken over."""
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    lock = run.out_dir / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and _alive(holder):
+                yield False
+                return
+            lock.unlink(missing_ok=True)  # stale: its runner is gone
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def run_matrix(
     matrix: Matrix, only: str | None = None, until: float | None = None, extra: list[str] = ()
 ) -> None:
@@ -216,7 +256,13 @@ def run_matrix(
             if time.time() + estimate > until:
                 print(f"== {run.label}: not started, would end after --until (about {estimate / 60:.0f} min)")
                 continue
-        execute(run, matrix, extra)
+        with claim(run) as mine:
+            if not mine:
+                print(f"== {run.label}: another runner is training it; skipped")
+                continue
+            if run.state() in ("done", "diverged"):  # finished while we waited for the lock
+                continue
+            execute(run, matrix, extra)
 
 
 def _estimate_seconds(run: Run, matrix: Matrix) -> float:

@@ -1,0 +1,182 @@
+"""The ablation runner on a tiny matrix, and the report built from recorded results."""
+
+import hashlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.ablate import LOCK, claim, load_matrix, main, plan, run_matrix
+from zoo.ablate_report import RowResult, SeedResult, claim_readings, collect, compare, read_log, render_table
+from zoo.config import ConfigError, load_config
+from zoo.engine import train
+
+from .conftest import REPO
+
+TINY = {
+    "_base_": str(REPO / "configs/fashion_mnist/concept/recipe.yaml"),
+    "data": {"train_split": "test", "batch_size": 32},  # the shipped split: always present
+    "schedule": {"epochs": 1, "warmup_epochs": 0},
+    "train": {
+        "max_steps": 4,
+        "ckpt_every_steps": 2,
+        "ema": False,
+        "amp_bf16": False,
+        "channels_last": False,
+        "deterministic": True,
+        "log_every_steps": 1,
+        "eval_every_epochs": 1,
+    },
+}
+
+
+def _matrix(tmp_path: Path, **extra) -> Path:
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(TINY))
+    spec = {
+        "recipe": "recipe.yaml",
+        "out_dir": str(tmp_path / "runs"),
+        "seeds": [0, 1],
+        "rows": [
+            {"name": "base", "group": "normalization", "model": "resnet20", "tag": "t"},
+            {
+                "name": "layernorm",
+                "group": "normalization",
+                "model": "resnet20",
+                "args": {"norm": "layernorm"},
+            },
+        ],
+        **extra,
+    }
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_plan_is_seed_major_with_sweeps_after_the_first_seed(tmp_path):
+    sweeps = [
+        {
+            "name": "lr",
+            "rows": ["layernorm"],
+            "key": "optim.lr",
+            "values": [0.01, 0.1],
+            "overrides": ["schedule.epochs=1"],
+        }
+    ]
+    m = load_matrix(_matrix(tmp_path, sweeps=sweeps))
+    labels = [r.label for r in plan(m)]
+    assert labels == [
+        "base seed 0",
+        "layernorm seed 0",
+        "layernorm seed 0 lr=0.01",
+        "layernorm seed 0 lr=0.1",
+        "base seed 1",
+        "layernorm seed 1",
+    ]
+    cfg = plan(m)[3].config(m)
+    assert (cfg.optim.lr, cfg.model.args["norm"], cfg.model.args["in_chans"]) == (0.1, "layernorm", 1)
+
+
+def test_bad_matrix_files_name_the_problem(tmp_path):
+    path = _matrix(tmp_path, sweeps=[{"name": "lr", "rows": ["nope"], "key": "optim.lr", "values": [1]}])
+    with pytest.raises(ConfigError, match="unknown rows.*nope"):
+        load_matrix(path)
+    path.write_text(
+        yaml.safe_dump({"recipe": "r.yaml", "out_dir": "x", "rows": [{"name": "a", "modle": "x"}]})
+    )
+    with pytest.raises(ConfigError, match=r"rows\[0\].*modle"):
+        load_matrix(path)
+    assert main(["status", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_runner_skips_finished_resumes_interrupted_and_a_rerun_changes_nothing(tmp_path, capsys):
+    m = load_matrix(_matrix(tmp_path))
+    runs = plan(m)
+    run_matrix(m, only="base")  # both seeds of one row
+    assert [r.state() for r in runs] == ["done", "new", "done", "new"]
+
+    # Interrupt layernorm seed 0 after its step-2 checkpoint: a checkpoint without a summary.
+    interrupted = runs[1]
+    train(load_config(m.recipe, [*interrupted.overrides, "train.max_steps=2"]))
+    for name in ("summary.json", "model.safetensors"):
+        (interrupted.out_dir / name).unlink()
+    assert interrupted.state() == "interrupted"
+
+    capsys.readouterr()
+    run_matrix(m)
+    out = capsys.readouterr().out
+    assert "layernorm seed 0: resuming" in out and "at step 2" in out
+    assert "base seed" not in out  # finished runs are not touched
+    assert all(r.state() == "done" for r in runs)
+    assert json.loads((interrupted.out_dir / "summary.json").read_text())["step"] == 4
+    steps = [r["step"] for r in read_log(interrupted.out_dir) if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4]  # the resumed log reads as one run
+
+    before = _snapshot(tmp_path / "runs")
+    run_matrix(m)
+    assert _snapshot(tmp_path / "runs") == before
+
+    rows, _ = collect(m)
+    assert [len(r.seeds) for r in rows] == [2, 2]
+    summary = json.loads((runs[2].out_dir / "summary.json").read_text())
+    assert rows[0].seeds[1].top1 == summary["final"]["top1"]
+
+
+def test_a_diverged_run_is_a_result_not_an_error(tmp_path):
+    m = load_matrix(_matrix(tmp_path, seeds=[0]))
+    run_matrix(m, only="layernorm", extra=["optim.lr=.nan"])
+    run = plan(m)[1]
+    assert run.state() == "diverged"
+    assert "loss is nan" in json.loads((run.out_dir / "diverged.json").read_text())["message"]
+
+
+def _row(name, values, params=100_000, group="g"):
+    seeds = [SeedResult(i, v, 1.0, 1000.0, 1, "bf16") for i, v in enumerate(values)]
+    return RowResult(name, group, "resnet20", {}, "", params, 1_000_000, seeds)
+
+
+def test_statistics_and_verdicts():
+    a, b = _row("resnet20_batchnorm", [94.0, 94.2, 94.4]), _row("resnet20_nonorm", [92.0, 92.5, 93.0])
+    assert math.isclose(a.std, statistics.stdev([94.0, 94.2, 94.4]))
+    diff, se, verdict = compare(a, b)
+    assert math.isclose(diff, 92.5 - 94.2) and verdict == "lower"
+    assert math.isclose(se, math.sqrt(0.2**2 / 3 + 0.5**2 / 3))
+    assert compare(a, _row("x", [94.1, 94.3, 94.0]))[2] == "within noise"
+    assert compare(a, _row("x", [95.0]))[2] == "one seed: spread unknown"
+    text = "\n".join(claim_readings([a, b], []))
+    assert "`resnet20_nonorm` vs `resnet20_batchnorm`: -1.70" in text and "(lower)" in text
+
+
+def test_table_shows_each_seed_and_mean_and_std():
+    table = render_table([_row("resnet20_batchnorm", [94.0, 94.5]), _row("plain20", [])])
+    line = next(x for x in table.splitlines() if "resnet20_batchnorm" in x)
+    assert "94.25 ± 0.35" in line and "94.00, 94.50" in line and "100K" in line
+    assert "not run yet" in table
+
+
+def test_a_run_held_by_a_live_runner_is_skipped_and_a_stale_lock_is_taken_over(tmp_path):
+    m = load_matrix(_matrix(tmp_path))
+    run = plan(m)[0]
+    run.out_dir.mkdir(parents=True)
+    (run.out_dir / LOCK).write_text(str(os.getpid()))  # a live process holds it
+    with claim(run) as mine:
+        assert not mine
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run.out_dir / LOCK).write_text(str(dead.pid))  # its runner was killed
+    with claim(run) as mine:
+        assert mine and (run.out_dir / LOCK).read_text() == str(os.getpid())
+    assert not (run.out_dir / LOCK).exists()

@@ -1,0 +1,506 @@
+"""Tables, claim readings and pictures from an ablation matrix's run folders.
+
+Everything here is computed from what the runs wrote (``summary.json``, ``metrics.jsonl``,
+``config.json``) and from the models themselves (parameters, MACs, gradient norms at
+initialisation): nothing is typed in. ``python -m zoo.ablate report MATRIX`` writes
+``results.json`` (the numbers the README's table is generated from), ``table.md`` and the
+PNGs into the report folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._builder import create_model, model_info
+from .ablate import SUMMARY, Matrix, Run, plan
+from .engine.checkpoint import write_json
+
+METRIC = "top1"  # the classification headline, of the EMA weights (what is published)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    top1: float
+    minutes: float
+    img_per_s: float  # median training throughput over the run's log records
+    threads: int  # torch threads the run trained with (0: the default, all cores)
+    precision: str  # "bf16" or "fp32", as the run chose or was told
+
+
+@dataclass
+class RowResult:
+    name: str
+    group: str
+    model: str
+    args: dict[str, Any]
+    tag: str
+    params: int
+    macs: int
+    seeds: list[SeedResult] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [s.top1 for s in self.seeds]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.seeds else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (nan with fewer than two)."""
+        return statistics.stdev(self.values) if len(self.seeds) > 1 else math.nan
+
+
+@dataclass
+class SweepResult:
+    row: str
+    key: str
+    value: Any
+    top1: float | None  # None when the run diverged
+    diverged: bool
+
+
+# -- reading run folders -----------------------------------------------------------------
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    """metrics.jsonl as one run: where a resumed run logged a step again, the later record wins."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keyed: dict[tuple, dict] = {}
+    for r in records:
+        keyed[(r.get("kind"), r.get("which"), r.get("step"), r.get("amp_bf16"), r.get("channels_last"))] = r
+    return sorted(keyed.values(), key=lambda r: (r.get("step", -1), str(r.get("kind"))))
+
+
+def seed_result(run: Run) -> SeedResult:
+    summary = json.loads((run.out_dir / SUMMARY).read_text(encoding="utf-8"))
+    config = json.loads((run.out_dir / "config.json").read_text(encoding="utf-8"))
+    speeds = [r["img_per_s"] for r in read_log(run.out_dir) if r.get("kind") == "train"]
+    return SeedResult(
+        seed=run.seed,
+        top1=float(summary["final"][METRIC]),
+        minutes=round(summary["train_wall_time_s"] / 60, 2),
+        img_per_s=round(statistics.median(speeds), 1) if speeds else math.nan,
+        threads=int(config["train"]["threads"]),
+        precision="bf16" if config["train"]["amp_bf16"] else "fp32",
+    )
+
+
+def model_cost(model: str, args: dict) -> tuple[int, int]:
+    """(parameters, MACs of one 1x28x28 image) of the row's model as trained."""
+    net = create_model(model, in_chans=1, num_classes=10, **args)
+    info = model_info(net, input_size=(1, 28, 28))
+    return info["params"], int(info["macs"])
+
+
+def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
+    rows = {
+        r.name: RowResult(r.name, r.group, r.model, dict(r.args), r.tag, *model_cost(r.model, r.args))
+        for r in matrix.rows
+    }
+    sweeps = []
+    for run in plan(matrix):
+        state = run.state()
+        if run.sweep:
+            if state in ("done", "diverged"):
+                top1 = seed_result(run).top1 if state == "done" else None
+                sweeps.append(
+                    SweepResult(run.row.name, run.sweep, run.sweep_value, top1, state == "diverged")
+                )
+        elif state == "done":
+            rows[run.row.name].seeds.append(seed_result(run))
+    return list(rows.values()), sweeps
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+def compare(a: RowResult, b: RowResult) -> tuple[float, float, str]:
+    """(mean of b - mean of a, its standard error, verdict). The difference counts when it is
+    more than twice its standard error sqrt(s_a^2/n_a + s_b^2/n_b): 'higher' / 'lower', else
+    'within noise'; with fewer than two seeds on either side there is no spread to judge by."""
+    diff = b.mean - a.mean
+    if len(a.seeds) < 2 or len(b.seeds) < 2:
+        return diff, math.nan, "one seed: spread unknown"
+    se = math.sqrt(a.std**2 / len(a.seeds) + b.std**2 / len(b.seeds))
+    if abs(diff) > 2 * se:
+        return diff, se, "higher" if diff > 0 else "lower"
+    return diff, se, "within noise"
+
+
+def _fmt_cmp(a: RowResult, b: RowResult) -> str:
+    diff, se, verdict = compare(a, b)
+    spread = f" ± {se:.2f}" if not math.isnan(se) else ""
+    return f"`{b.name}` vs `{a.name}`: {diff:+.2f}{spread} points ({verdict})"
+
+
+def claim_readings(rows: list[RowResult], sweeps: list[SweepResult]) -> list[str]:
+    """One bullet per claim, built from the numbers; rows without results are left out."""
+    by = {r.name: r for r in rows if r.seeds}
+    lines = []
+
+    def have(*names):
+        return all(n in by for n in names)
+
+    if have("resnet20_batchnorm"):
+        base = by["resnet20_batchnorm"]
+        norms = [
+            _fmt_cmp(base, by[n])
+            for n in ("resnet20_layernorm", "resnet20_groupnorm", "resnet20_nonorm")
+            if n in by
+        ]
+        if norms:
+            lines.append("**Normalization** (at the recipe's lr 0.1): " + "; ".join(norms) + ".")
+    if sweeps:
+        per_row: dict[str, list[str]] = {}
+        for s in sweeps:
+            per_row.setdefault(s.row, []).append(
+                f"{s.value}: {'diverged' if s.diverged else f'{s.top1:.2f}'}"
+            )
+        lines.append(
+            "**Learning rates** (one seed, short budget): "
+            + "; ".join(f"`{row}` " + ", ".join(v) for row, v in per_row.items())
+            + "."
+        )
+    res = [
+        _fmt_cmp(by[p], by[r])
+        for p, r in (("plain20", "resnet20_batchnorm"), ("plain56", "resnet56"))
+        if have(p, r)
+    ]
+    if have("plain20", "plain56"):
+        res.append(f"degradation: {_fmt_cmp(by['plain20'], by['plain56'])}")
+    if have("resnet20_batchnorm", "resnet56"):
+        res.append(f"depth with shortcuts: {_fmt_cmp(by['resnet20_batchnorm'], by['resnet56'])}")
+    if res:
+        lines.append("**Residual connections**: " + "; ".join(res) + ".")
+    if have("resnet20_batchnorm", "densenet_bc40"):
+        d, r = by["densenet_bc40"], by["resnet20_batchnorm"]
+        lines.append(
+            f"**Dense connections**: {_fmt_cmp(r, d)} with {d.params / 1e3:.0f}K parameters against "
+            f"{r.params / 1e3:.0f}K ({d.params / r.params:.2f}x) and {d.macs / r.macs:.2f}x the MACs."
+        )
+    att = [
+        _fmt_cmp(by["resnet20_batchnorm"], by[n])
+        for n in ("se_resnet20", "cbam_resnet20")
+        if have("resnet20_batchnorm", n)
+    ]
+    if att:
+        lines.append("**Attention**: " + "; ".join(att) + ".")
+    vits = [r for r in by.values() if r.group == "self_attention"]
+    if vits and "resnet20_batchnorm" in by:
+        v = vits[0]
+        lines.append(
+            f"**Self-attention**: {_fmt_cmp(by['resnet20_batchnorm'], v)}, with {v.params / 1e6:.2f}M "
+            f"parameters against {by['resnet20_batchnorm'].params / 1e6:.2f}M."
+        )
+    return lines
+
+
+# -- table -------------------------------------------------------------------------------
+
+
+def _pm(r: RowResult) -> str:
+    if not r.seeds:
+        return "not run yet"
+    if len(r.seeds) == 1:
+        return f"{r.mean:.2f} (1 seed)"
+    return f"{r.mean:.2f} ± {r.std:.2f}"
+
+
+def render_table(rows: list[RowResult]) -> str:
+    lines = [
+        "| idea | row | model | top-1 % (mean ± std) | seeds | params | MACs | train img/s | minutes |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        seeds = ", ".join(f"{s.top1:.2f}" for s in r.seeds) or "-"
+        ips = f"{statistics.median(s.img_per_s for s in r.seeds):.0f}" if r.seeds else "-"
+        mins = f"{statistics.fmean(s.minutes for s in r.seeds):.1f}" if r.seeds else "-"
+        args = "".join(f", {k}={v}" for k, v in r.args.items())
+        lines.append(
+            f"| {r.group} | `{r.name}` | `{r.model}`{args} | {_pm(r)} | {seeds} | {r.params / 1e3:.0f}K "
+            f"| {r.macs / 1e6:.1f}M | {ips} | {mins} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[RowResult], sweeps: list[SweepResult]) -> str:
+    readings = "\n".join(f"- {line}" for line in claim_readings(rows, sweeps))
+    return render_table(rows) + ("\n\n" + readings if readings else "")
+
+
+# -- pictures ----------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def epoch_curves(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
+    """(epochs, mean training loss of the epoch, test top-1 of the raw weights after it)."""
+    log = read_log(run_dir)
+    losses: dict[int, list[float]] = {}
+    for r in log:
+        if r.get("kind") == "train":
+            losses.setdefault(r["epoch"], []).append(r["loss"])
+    acc = {r["epoch"]: r[METRIC] for r in log if r.get("kind") == "eval" and r.get("which") == "model"}
+    epochs = sorted(set(losses) & set(acc))
+    return [e + 1 for e in epochs], [statistics.fmean(losses[e]) for e in epochs], [acc[e] for e in epochs]
+
+
+def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
+    """Per group: test error and training loss against epochs, seed 0 of each row (He et al. Fig. 6)."""
+    plt = _plt()
+    paths = []
+    first = matrix.seeds[0]
+    groups = {
+        "residual": ["plain20", "resnet20_batchnorm", "plain56", "resnet56"],
+        "normalization": [r.name for r in rows if r.group == "normalization"],
+        "attention": ["resnet20_batchnorm", *[r.name for r in rows if r.group == "attention"]],
+        "dense_and_self_attention": [
+            "resnet20_batchnorm",
+            *[r.name for r in rows if r.group in ("dense", "self_attention")],
+        ],
+    }
+    for group, names in groups.items():
+        fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
+        drawn = 0
+        for name in names:
+            run_dir = matrix.out_dir / name / f"seed{first}"
+            epochs, loss, acc = epoch_curves(run_dir)
+            if not epochs:
+                continue
+            style = "--" if name.startswith("plain") else "-"
+            ax_loss.plot(epochs, loss, style, label=name)
+            ax_err.plot(epochs, [100 - a for a in acc], style, label=name)
+            drawn += 1
+        if drawn:
+            ax_loss.set(
+                xlabel="epoch", ylabel="training loss (label-smoothed)", title=f"{group}: training loss"
+            )
+            ax_err.set(xlabel="epoch", ylabel="test error %", title=f"{group}: test error (seed {first})")
+            ax_err.set_ylim(bottom=max(0, ax_err.get_ylim()[0]))
+            ax_err.legend(fontsize=8)
+            fig.tight_layout()
+            path = out / f"curves_{group}.png"
+            fig.savefig(path, dpi=110)
+            paths.append(path)
+        plt.close(fig)
+    return paths
+
+
+def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
+    """Top-1 against parameters and against training minutes, one point per row (mean ± std)."""
+    plt = _plt()
+    done = [r for r in rows if r.seeds]
+    if not done:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (xlabel, xs, log) in zip(
+        axes,
+        [
+            ("parameters", [r.params for r in done], True),
+            (
+                "training minutes (mean over seeds)",
+                [statistics.fmean(s.minutes for s in r.seeds) for r in done],
+                False,
+            ),
+        ],
+    ):
+        for r, x in zip(done, xs):
+            ax.errorbar(x, r.mean, yerr=0 if math.isnan(r.std) else r.std, fmt="o", capsize=3)
+            ax.annotate(r.name, (x, r.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel=xlabel, ylabel="test top-1 %")
+        if log:
+            ax.set_xscale("log")
+    fig.suptitle("Fashion-MNIST, one recipe: accuracy against cost")
+    fig.tight_layout()
+    path = out / "accuracy_vs_cost.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
+    plt = _plt()
+    if not sweeps:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in dict.fromkeys(s.row for s in sweeps):
+        pts = sorted((s for s in sweeps if s.row == row), key=lambda s: float(s.value))
+        xs = [float(s.value) for s in pts]
+        ys = [s.top1 if not s.diverged else math.nan for s in pts]
+        (line,) = ax.plot(xs, ys, "o-", label=row)
+        for s in pts:
+            if s.diverged:
+                ax.plot(float(s.value), 10, "x", color=line.get_color(), markersize=10)
+    ax.set(
+        xscale="log",
+        xlabel=f"{sweeps[0].key} (peak)",
+        ylabel="test top-1 % (x: diverged)",
+        title="Learning-rate sweep (one seed, short budget)",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "lr_sweep.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def test_batch(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` Fashion-MNIST test images, normalised, and their labels."""
+    from .data import load_classification
+
+    data = load_classification("fashion_mnist", "test")
+    x = data.images[:n].float() / 255
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    return (x - mean) / std, data.labels[:n]
+
+
+def gradient_norms(
+    model_name: str, batch: tuple[torch.Tensor, torch.Tensor], seed: int = 0, unit_last_bn: bool = False
+) -> list[float]:
+    """L2 norm of the cross-entropy gradient of every 3x3 conv weight, input to output, of a
+    freshly initialised model (train mode, float32) on one real batch. The ResNets zero the
+    last BatchNorm scale of each residual branch at initialisation (so each block starts as
+    the identity, and no gradient reaches its convolutions at step 0); ``unit_last_bn`` sets
+    those scales to 1 instead, the initialisation a plain net has."""
+    torch.manual_seed(seed)
+    model = create_model(model_name, in_chans=1, num_classes=10).train()
+    if unit_last_bn:
+        for block in model.modules():
+            if hasattr(block, "zero_init_last"):
+                torch.nn.init.ones_(block.bn2.weight)
+    x, y = batch
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    return [m.weight.grad.norm().item() for m in convs]
+
+
+def plot_gradients(norms: dict[str, list[float]], out: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in norms.items():
+        ax.plot(range(1, len(values) + 1), values, "--" if name.startswith("plain") else "-", label=name)
+    ax.set(
+        yscale="log",
+        xlabel="3x3 conv layer (input to output)",
+        ylabel="gradient norm at initialisation",
+        title="Gradient norms at initialisation, one batch of 128 test images",
+    )
+    ax.legend()
+    fig.tight_layout()
+    path = out / "gradient_norms.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def cbam_spatial_maps(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The sigmoid spatial-attention map of every CBAM module, (N, 1, h, w) each, in order."""
+    from .layers.attention import SpatialAttention
+
+    maps: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):
+        feats = inputs[0]
+        pooled = torch.cat([feats.mean(1, keepdim=True), feats.amax(1, keepdim=True)], dim=1)
+        maps.append(module.conv(pooled).sigmoid().detach())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SpatialAttention)]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return maps
+
+
+def plot_cbam(weights_file: Path, args: dict, out: Path, n: int = 6) -> list[Path]:
+    """Test images with the spatial attention of the last CBAM module of each stage."""
+    from safetensors.torch import load_file
+
+    plt = _plt()
+    model = create_model("cbam_resnet20", in_chans=1, num_classes=10, **args)
+    model.load_state_dict(load_file(weights_file))
+    x, _ = test_batch(n)
+    maps = cbam_spatial_maps(model, x)
+    per_stage = len(maps) // 3
+    stages = [maps[(i + 1) * per_stage - 1] for i in range(3)]
+    fig, axes = plt.subplots(n, 4, figsize=(6, 1.6 * n))
+    for i in range(n):
+        axes[i, 0].imshow(x[i, 0], cmap="gray")
+        for j, m in enumerate(stages):
+            axes[i, j + 1].imshow(x[i, 0], cmap="gray")
+            up = torch.nn.functional.interpolate(m[i : i + 1], size=x.shape[-2:], mode="bilinear")[0, 0]
+            axes[i, j + 1].imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        for ax in axes[i]:
+            ax.axis("off")
+    for j, title in enumerate(["image", "stage 1", "stage 2", "stage 3"]):
+        axes[0, j].set_title(title, fontsize=9)
+    fig.suptitle("CBAM spatial attention (last block of each stage)", fontsize=10)
+    fig.tight_layout()
+    path = out / "cbam_attention.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def _no_nan(obj: Any) -> Any:
+    """JSON has no NaN: a missing spread (one seed) is written as null."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+def write_report(matrix: Matrix, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    rows, sweeps = collect(matrix)
+    pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
+    batch = test_batch()
+    norms = {
+        "plain56": gradient_norms("plain56", batch),
+        "resnet56": gradient_norms("resnet56", batch),
+        "resnet56, last BN scale 1": gradient_norms("resnet56", batch, unit_last_bn=True),
+    }
+    pictures += plot_gradients(norms, out)
+    cbam = next((r for r in rows if r.model == "cbam_resnet20"), None)
+    cbam_file = matrix.out_dir / "cbam_resnet20" / f"seed{matrix.seeds[0]}" / "model.safetensors"
+    if cbam is not None and cbam_file.is_file():
+        pictures += plot_cbam(cbam_file, cbam.args, out)
+    results = {
+        "matrix": str(matrix.path),
+        "rows": [asdict(r) | {"mean": r.mean, "std": r.std} for r in rows],
+        "sweeps": [asdict(s) for s in sweeps],
+        "gradient_norms": norms,
+    }
+    write_json(_no_nan(results), out / "results.json")
+    (out / "table.md").write_text(render_markdown(rows, sweeps) + "\n", encoding="utf-8")
+    for p in pictures:
+        print(f"wrote {p}")
+    print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
+    return results
