@@ -14,8 +14,10 @@ each epoch end), model.safetensors and summary.json.
 import argparse
 import sys
 
-from zoo.config import ConfigError, RunConfig, load_config
-from zoo.engine import NonFiniteLossError, train
+import yaml
+
+from zoo.config import ConfigError, RunConfig, load_config, to_dict
+from zoo.engine import CheckpointError, NonFiniteLossError, RunFolderError, train
 
 
 def main() -> int:
@@ -38,22 +40,18 @@ def main() -> int:
         "--resume", action="store_true", help="continue from <out_dir>/last.ckpt if it exists"
     )
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may follow --resume or --data-dir
     try:
         overrides = args.overrides + args.set + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
         cfg = load_config(args.config, overrides) if args.config else RunConfig()
     except ConfigError as err:
         parser.error(str(err))
     if args.show_config or not args.config:
-        import yaml
-
-        from zoo.config import to_dict
-
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0 if args.show_config else parser.print_usage() or 2
     try:
         train(cfg, resume=args.resume)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, RunFolderError, CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

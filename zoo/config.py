@@ -8,8 +8,11 @@ inside every checkpoint, so a run can be rebuilt from the checkpoint alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,15 +40,15 @@ class DataConfig:
     eval_split: str = "test"
     batch_size: int = 128  # global batch size (split across processes under torchrun)
     eval_batch_size: int = 500
-    num_workers: int = 0  # for file-backed datasets; in-memory datasets augment whole batches instead
-    # Batch augmentation for in-memory image classification datasets.
-    crop_padding: int = 4  # random crop after zero padding by this many pixels (0: off)
-    hflip: bool = True
-    random_erasing: float = 0.0  # probability per image
-    # Segmentation / detection
-    crop_size: list[int] = field(default_factory=list)  # [H, W] training crop
-    scale_range: list[float] = field(default_factory=list)  # [min, max] random scale
-    class_weights: list[float] = field(default_factory=list)  # per-class loss weights (empty: none)
+    # Augmentation. Each task reads only some of these keys (Task.data_keys) and refuses a
+    # config that sets one it ignores.
+    hflip: bool = True  # random horizontal flip (every task)
+    vflip: bool = False  # random vertical flip (detection)
+    crop_padding: int = 4  # classification: random crop after zero padding by this many pixels (0: off)
+    random_erasing: float = 0.0  # classification: probability per image
+    crop_size: list[int] = field(default_factory=list)  # segmentation/detection: [H, W] training crop
+    scale_range: list[float] = field(default_factory=list)  # segmentation/detection: [min, max] random scale
+    class_weights: list[float] = field(default_factory=list)  # segmentation: per-class loss weights
 
 
 @dataclass
@@ -80,6 +83,7 @@ class TrainConfig:
     channels_last: bool | Literal["auto"] = "auto"
     amp_bf16: bool | Literal["auto"] = "auto"  # bf16 autocast
     threads: int = 0  # torch.set_num_threads (0: leave as is)
+    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     out_dir: str = "runs/default"
     ckpt_every_steps: int = 500  # 0: only at epoch ends
     eval_every_epochs: int = 1  # and always at the end; 0: never evaluate
@@ -173,35 +177,73 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "args":
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads YAML 1.2 floats such as ``1e-3`` (PyYAML follows
+    YAML 1.1, where a float needs a dot, so ``1e-3`` would be the string '1e-3')."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (getattr(err, "problem", None) or str(err).splitlines()[0])
+
+
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """A recipe with its ``_base_`` chain resolved (paths relative to the file)."""
     path = Path(path)
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"circular _base_: {loop}")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (task:, model:, data:, ...) at the top level, "
+            f"got a {type(data).__name__}"
+        )
     base = data.pop("_base_", None)
     if base is not None:
-        data = _merge(read_yaml(path.parent / base), data)
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: _base_ must be one file name, got {base!r}")
+        data = _merge(read_yaml(path.parent / base, (*_chain, path.resolve())), data)
     return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'optim.lr=0.05'`` -> (['optim', 'lr'], 0.05); the value is parsed as YAML."""
-    if "=" not in text:
+    key, eq, raw = text.partition("=")
+    keys = key.strip().split(".")
+    if not eq or not all(k.strip() for k in keys):
         raise ConfigError(f"override must look like section.key=value, got {text!r}")
-    key, _, raw = text.partition("=")
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        return [k.strip() for k in keys], yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    data = _merge({}, data)
+    data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -219,7 +261,57 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 
 
 def from_dict(data: dict) -> RunConfig:
-    return _build(RunConfig, data)
+    cfg = _build(RunConfig, data)
+    check_ranges(cfg)
+    return cfg
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Values of the right type but out of range, refused before anything runs."""
+
+    def need(ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section), name)
+            raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+    d, t, s, o = cfg.data, cfg.train, cfg.schedule, cfg.optim
+    need(s.epochs >= 1, "schedule.epochs", "an integer >= 1")
+    need(s.warmup_epochs >= 0, "schedule.warmup_epochs", "a number >= 0")
+    need(d.batch_size >= 1, "data.batch_size", "an integer >= 1")
+    need(d.eval_batch_size >= 1, "data.eval_batch_size", "an integer >= 1")
+    need(d.crop_padding >= 0, "data.crop_padding", "an integer >= 0")
+    need(0 <= d.random_erasing <= 1, "data.random_erasing", "a probability in [0, 1]")
+    need(math.isfinite(o.clip_grad) and o.clip_grad >= 0, "optim.clip_grad", "a number >= 0 (0: off)")
+    need(t.log_every_steps >= 1, "train.log_every_steps", "an integer >= 1")
+    need(t.ckpt_every_steps >= 0, "train.ckpt_every_steps", "an integer >= 0 (0: at epoch ends only)")
+    need(t.eval_every_epochs >= 0, "train.eval_every_epochs", "an integer >= 0 (0: never)")
+    need(t.max_steps >= 0, "train.max_steps", "an integer >= 0 (0: all epochs)")
+    need(t.threads >= 0, "train.threads", "an integer >= 0 (0: leave as is)")
+    need(0 <= t.ema_decay < 1, "train.ema_decay", "a number in [0, 1), typically 0.99-0.9999")
+    need(0 <= t.label_smoothing < 1, "train.label_smoothing", "a number in [0, 1)")
+    need(bool(_DEVICE.match(t.device)), "train.device", "auto, cpu, cuda or cuda:N")
+
+
+# Keys of configs saved by earlier versions (config.json, checkpoints, weights metadata).
+REMOVED_KEYS = {"data": ("num_workers",)}  # read nowhere
+
+
+def from_saved(data: dict) -> RunConfig:
+    """A config saved by this or an earlier version: keys since removed are dropped, and a
+    detection run's ``data.hflip``, which then also meant a vertical flip, becomes
+    ``hflip`` + ``vflip``."""
+    data = copy.deepcopy(data)
+    for section, keys in REMOVED_KEYS.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    d = data.get("data", {})
+    if data.get("task") == "detection" and "vflip" not in d:
+        d["vflip"] = d.get("hflip", DataConfig.hflip)
+    return from_dict(data)
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -7,6 +7,13 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
+from .data.registry import DatasetInfo
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 # -- segmentation ---------------------------------------------------------------------------
 
 
@@ -25,21 +32,21 @@ def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 @torch.no_grad()
-def save_segmentation_overlays(model, loader, info: dict, n: int, path: str | Path) -> Path:
+def save_segmentation_overlays(model, loader, info: DatasetInfo, n: int, path: str | Path) -> Path:
     """A PNG grid with one row per image: the image, its ground truth, the prediction.
 
     The first ``n`` images of ``loader`` (batches of (images, masks)); colours are
-    ``info["palette"]`` (void black).
+    ``info.palette`` (void black).
     """
     was_training = model.training
     model.eval()
     rows, seen = [], 0
     for images, masks in loader.batches(0) if hasattr(loader, "batches") else loader:
         images, masks = images[: n - seen], masks[: n - seen]
-        preds = model(images)["out"].argmax(1)
-        shown = denormalize(images.float().cpu(), info["mean"], info["std"])
+        preds = model(images.to(_device(model)))["out"].argmax(1)
+        shown = denormalize(images.float().cpu(), info.mean, info.std)
         for image, truth, pred in zip(
-            shown, colorize(masks.cpu(), info["palette"]), colorize(preds.cpu(), info["palette"])
+            shown, colorize(masks.cpu(), info.palette), colorize(preds.cpu(), info.palette)
         ):
             rows += [image, truth, pred]
         seen += len(images)
@@ -60,7 +67,7 @@ TRUTH_COLOUR, PREDICTION_COLOUR = "lime", "red"
 
 @torch.no_grad()
 def save_detection_boxes(
-    model, loader, info: dict, n: int, path: str | Path, score_thresh: float = 0.3
+    model, loader, info: DatasetInfo, n: int, path: str | Path, score_thresh: float = 0.3
 ) -> Path:
     """A PNG grid of the first ``n`` images with ground-truth boxes (green) and predictions
     scoring at least ``score_thresh`` (red, labelled with class and score)."""
@@ -68,11 +75,11 @@ def save_detection_boxes(
 
     was_training = model.training
     model.eval()
-    drawn, classes = [], info["classes"]
+    drawn, classes = [], info.classes
     for images, targets in loader.batches(0) if hasattr(loader, "batches") else loader:
         images, targets = images[: n - len(drawn)], targets[: n - len(drawn)]
-        shown = denormalize(images.float().cpu(), info["mean"], info["std"])
-        for image, target, pred in zip(shown, targets, model(images)):
+        shown = denormalize(images.float().cpu(), info.mean, info.std)
+        for image, target, pred in zip(shown, targets, model(images.to(_device(model)))):
             keep = pred["scores"].cpu() >= score_thresh
             boxes, labels, scores = (pred[k].cpu()[keep] for k in ("boxes", "labels", "scores"))
             image = draw_bounding_boxes(image, target["boxes"].cpu(), colors=TRUTH_COLOUR, width=2)
@@ -88,7 +95,7 @@ def save_detection_boxes(
 
 
 @torch.no_grad()
-def save_sampling_points(model, image: torch.Tensor, info: dict, path: str | Path) -> Path:
+def save_sampling_points(model, image: torch.Tensor, info: DatasetInfo, path: str | Path) -> Path:
     """Where the deformable head looks, for the location at the centre of the top detection of
     ``image`` (normalised (3, H, W)): the regular 3x3 grid (blue dots), the learned sampling
     points (red dots, larger for larger DCNv2 mask) and a line from each tap to where it moved."""
@@ -96,14 +103,14 @@ def save_sampling_points(model, image: torch.Tensor, info: dict, path: str | Pat
 
     was_training = model.training
     model.eval()
-    pred = model(image[None])[0]
+    pred = model(image[None].to(_device(model)))[0]
     model.train(was_training)
     if len(pred["boxes"]) == 0:
         raise ValueError("the model detects nothing in this image; no head location to show")
     box = pred["boxes"][0]
     level, row, col = model.level_for_box(box)
     points = model.sampling_locations(image, level, row, col)
-    shown = denormalize(image[None].float().cpu(), info["mean"], info["std"])[0]
+    shown = denormalize(image[None].float().cpu(), info.mean, info.std)[0]
     shown = draw_bounding_boxes(shown, box[None].cpu(), colors=PREDICTION_COLOUR, width=1)
     moves = torch.stack([points["grid"], points["deformed"]], dim=1).cpu()  # one 2-point "instance" per tap
     shown = draw_keypoints(shown, moves, connectivity=[(0, 1)], colors="yellow", radius=0, width=1)

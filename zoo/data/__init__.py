@@ -1,30 +1,41 @@
-"""Datasets, batch augmentation and loaders."""
+"""Datasets, batch augmentation and loaders.
 
+Every dataset module registers a typed description of itself (``DatasetInfo``) with the
+loader of its splits; tasks find datasets through ``dataset_info`` / ``load_dataset``.
+"""
+
+from . import bccd, camvid, classification  # noqa: F401  (each registers its datasets)
 from .batch_aug import BatchAugment, normalize
-from .bccd import BCCDDataset, DetectionTransform, collate_detection
+from .bccd import BCCDDataset
 from .camvid import CamVid
 from .classification import DatasetNotFoundError, TensorDataset, load_classification
+from .detection import DetectionTransform, collate_detection
 from .loader import InMemoryLoader, SampleLoader
-
-
-def transforms_for(model_or_name):
-    """The evaluation preprocessing recorded with the weights (``zoo.weights.eval_transforms``)."""
-    from ..weights import eval_transforms  # imported late: zoo.weights is also run as a script
-
-    return eval_transforms(model_or_name)
-
+from .registry import (
+    DataFileError,
+    DatasetInfo,
+    dataset_info,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 
 __all__ = [
-    "transforms_for",
     "BatchAugment",
     "BCCDDataset",
     "CamVid",
+    "DataFileError",
+    "DatasetInfo",
     "DatasetNotFoundError",
     "DetectionTransform",
     "InMemoryLoader",
     "SampleLoader",
     "TensorDataset",
     "collate_detection",
+    "dataset_info",
+    "list_datasets",
     "load_classification",
+    "load_dataset",
     "normalize",
+    "register_dataset",
 ]

@@ -1,8 +1,9 @@
 """BCCD blood-cell detection (Pascal VOC layout; 364 images of 640x480; RBC, WBC, Platelets).
 
-Found in, in order: ``data_dir``, ``$ZOO_DATA_DIR`` and ``../shared/data`` beside the
-repository, each as ``<dir>/bccd/BCCD``, ``<dir>/BCCD`` or ``<dir>`` itself; where the network
-allows, the files are downloaded from the public BCCD_Dataset repository at a fixed commit.
+Found in, in order: ``data_dir`` and ``$ZOO_DATA_DIR``, each as ``<dir>/bccd/BCCD``,
+``<dir>/BCCD`` or ``<dir>`` itself, then the user cache; where the network allows, the files
+are downloaded there from the public BCCD_Dataset repository at a fixed commit. Registered as
+``bccd``; its transforms are the generic ones of ``zoo.data.detection``.
 
 Box convention: VOC gives 1-based pixel indices, both ends inclusive, so pixel ``xmin``..``xmax``
 covers the continuous 0-based interval ``[xmin - 1, xmax]``. Boxes here are that interval,
@@ -24,11 +25,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .classification import REPO_ROOT, DatasetNotFoundError, cache_dir, verify_shipped
+from .classification import SHIPPED_DIR, DatasetNotFoundError, cache_dir, verify_shipped
+from .registry import DataFileError, DatasetInfo, register_dataset
 
 CLASSES = ("RBC", "WBC", "Platelets")
 SPLITS = ("train", "val", "trainval", "test")
@@ -38,7 +38,8 @@ STD = (0.0606, 0.1020, 0.0754)
 SOURCE_COMMIT = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
 SOURCE_URL = f"https://raw.githubusercontent.com/Shenggan/BCCD_Dataset/{SOURCE_COMMIT}/BCCD"
 # The test split ships with the repository (MIT), so published weights re-evaluate offline.
-SHIPPED = REPO_ROOT / "datasets" / "bccd" / "BCCD"
+SHIPPED = SHIPPED_DIR / "bccd" / "BCCD"
+IMAGE_SIZE = (480, 640)
 HOW_TO_GET = (
     f"clone https://github.com/Shenggan/BCCD_Dataset (commit {SOURCE_COMMIT}) and pass its BCCD "
     "folder's parent as --data-dir (or set ZOO_DATA_DIR)"
@@ -50,7 +51,6 @@ HOW_TO_GET = (
 
 def _candidate_dirs(data_dir: str | None) -> list[Path]:
     roots = [Path(d) for d in (data_dir, os.environ.get("ZOO_DATA_DIR")) if d]
-    roots.append(REPO_ROOT.parent / "shared" / "data")
     dirs = []
     for r in roots:
         dirs += [r / "bccd" / "BCCD", r / "BCCD", r]
@@ -116,17 +116,21 @@ def _read_ids(root: Path, split: str) -> list[str]:
 
 
 def parse_annotation(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[list[float]]]:
-    """(boxes (K, 4) 0-based xyxy, labels (K,), the dropped degenerate boxes as written in the file)."""
-    root = ET.parse(path).getroot()
-    size = root.find("size")
-    width, height = float(size.findtext("width")), float(size.findtext("height"))
+    """(boxes (K, 4) 0-based xyxy, labels (K,), the dropped degenerate boxes as written in the file).
+
+    Anything unreadable (malformed XML, a missing ``<size>`` or coordinate, a value that is not
+    a number) is a ``DataFileError`` naming the file."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise DataFileError(f"{path}: malformed XML ({err})") from None
+    width, height = _number(path, root, "size/width"), _number(path, root, "size/height")
     boxes, labels, dropped = [], [], []
     for obj in root.iter("object"):
-        name = obj.findtext("name").strip()
+        name = (obj.findtext("name") or "").strip()
         if name not in CLASSES:
-            raise ValueError(f"{path}: unknown class {name!r}; expected one of {CLASSES}")
-        b = obj.find("bndbox")
-        xmin, ymin, xmax, ymax = (float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            raise DataFileError(f"{path}: unknown class {name!r}; expected one of {CLASSES}")
+        xmin, ymin, xmax, ymax = (_number(path, obj, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax"))
         if xmax <= xmin or ymax <= ymin:
             dropped.append([xmin, ymin, xmax, ymax])
             continue
@@ -139,10 +143,29 @@ def parse_annotation(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[list[
     )
 
 
+def annotated_size(path: Path) -> tuple[int, int]:
+    """(height, width) that the annotation file says its image has."""
+    root = ET.parse(path).getroot()
+    return int(_number(path, root, "size/height")), int(_number(path, root, "size/width"))
+
+
+def _number(path: Path, node: ET.Element, key: str) -> float:
+    text = node.findtext(key)
+    if text is None:
+        raise DataFileError(f"{path}: no <{key.replace('/', '><')}> element")
+    try:
+        return float(text)
+    except ValueError:
+        raise DataFileError(f"{path}: <{key.rsplit('/', 1)[-1]}> is {text!r}, not a number") from None
+
+
 def _read_jpeg(path: Path) -> torch.Tensor:
     """(3, H, W) uint8 through Pillow (torchvision.io's decoders are deprecated since 0.29)."""
-    with Image.open(path) as image:
-        return pil_to_tensor(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return pil_to_tensor(image.convert("RGB"))
+    except OSError as err:  # truncated or not an image (PIL's UnidentifiedImageError is an OSError)
+        raise DataFileError(f"{path}: cannot read the image ({err})") from None
 
 
 class BCCDDataset:
@@ -159,10 +182,16 @@ class BCCDDataset:
         self.ids = _read_ids(self.root, split)
         self.images, self.targets, dropped = [], [], {}
         for i in self.ids:
-            boxes, labels, bad = parse_annotation(self.root / "Annotations" / f"{i}.xml")
+            xml, jpeg = self.root / "Annotations" / f"{i}.xml", self.root / "JPEGImages" / f"{i}.jpg"
+            boxes, labels, bad = parse_annotation(xml)
             if bad:
                 dropped[i] = bad
-            self.images.append(_read_jpeg(self.root / "JPEGImages" / f"{i}.jpg"))
+            image, (height, width) = _read_jpeg(jpeg), annotated_size(xml)
+            if tuple(image.shape[-2:]) != (height, width):
+                raise DataFileError(
+                    f"{jpeg} is {image.shape[-1]}x{image.shape[-2]} (WxH), but {xml} says {width}x{height}"
+                )
+            self.images.append(image)
             self.targets.append({"boxes": boxes, "labels": labels})
         if dropped:
             listing = "; ".join(f"{i}: {b}" for i, b in dropped.items())
@@ -180,63 +209,14 @@ class BCCDDataset:
         return self.images[index], self.targets[index]
 
 
-# -- transforms and batches ------------------------------------------------------------------------
-
-
-def _to_tv(sample):
-    image, target = sample
-    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
-    return tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"]}
-
-
-def _to_plain(sample):
-    image, target = sample
-    return image.as_subclass(torch.Tensor), {
-        "boxes": target["boxes"].as_subclass(torch.Tensor).float(),
-        "labels": target["labels"],
-    }
-
-
-class DetectionTransform:
-    """Joint image + box transform on a ``(uint8 image, {"boxes", "labels"})`` sample.
-
-    Training: flips, a random resize of the short side by ``scale_range``, a random crop of
-    ``crop_size`` (padded with the mean colour where the image is smaller), boxes clipped to the
-    crop and dropped when less than 4 px wide or high; then normalised. Eval: normalise only.
-    """
-
-    def __init__(
-        self,
-        mean=MEAN,
-        std=STD,
-        train: bool = False,
-        crop_size: tuple[int, int] = (480, 640),
-        scale_range: tuple[float, float] = (0.75, 1.25),
-        flip: bool = True,
-        base_short_side: int = 480,
-    ):
-        steps = []
-        if train:
-            if flip:  # blood cells have no up or left: both flips are label-preserving
-                steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
-            lo, hi = (round(base_short_side * s) for s in scale_range)
-            fill = tuple(round(255 * m) for m in mean)
-            steps += [
-                v2.RandomResize(lo, hi + 1),
-                v2.RandomCrop(
-                    tuple(crop_size), pad_if_needed=True, fill={tv_tensors.Image: fill, "others": 0}
-                ),
-                v2.ClampBoundingBoxes(),
-                v2.SanitizeBoundingBoxes(min_size=4),
-            ]
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-        self.transform = v2.Compose(steps)
-
-    def __call__(self, sample):
-        return _to_plain(self.transform(_to_tv(sample)))
-
-
-def collate_detection(samples) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Images of one size stacked to (N, 3, H, W); targets kept as a list of dicts."""
-    images, targets = zip(*samples)
-    return torch.stack(images), list(targets)
+INFO = DatasetInfo(
+    name="bccd",
+    task="detection",
+    classes=CLASSES,
+    in_chans=3,
+    mean=MEAN,
+    std=STD,
+    splits=SPLITS,
+    input_size=IMAGE_SIZE,
+)
+register_dataset(INFO, BCCDDataset)

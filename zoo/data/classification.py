@@ -21,8 +21,11 @@ import torch
 import torchvision
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = REPO_ROOT / "datasets"
+from .registry import DatasetInfo, register_dataset
+
+# The small test splits shipped beside the package in a source checkout (checked against
+# their SHA256SUMS), so published weights re-evaluate offline; absent from a wheel.
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "datasets"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -80,6 +83,20 @@ _CIFAR = {
     "cifar100": (torchvision.datasets.CIFAR100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 CLASSIFICATION_DATASETS = tuple(_IDX) + tuple(_CIFAR)
+# torchvision reads CIFAR's label names from the downloaded files; these are the same names.
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+)  # fmt: skip
+CIFAR100_CLASSES = tuple(
+    """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+    butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
+    crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard
+    lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom
+    oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine
+    possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake
+    spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor
+    train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+)
 
 
 def cache_dir() -> Path:
@@ -93,7 +110,7 @@ def _candidate_dirs(spec: IdxSpec, data_dir: str | None) -> list[Path]:
         expanded += [d, d / spec.folder / "raw", d / spec.shipped or d, d / spec.folder]
     expanded += [Path(d) for d in spec.system_dirs]
     if spec.shipped:
-        expanded.append(SHIPPED / spec.shipped)
+        expanded.append(SHIPPED_DIR / spec.shipped)
     return list(dict.fromkeys(expanded))
 
 
@@ -129,7 +146,7 @@ def _stage(spec: IdxSpec, split: str, data_dir: str | None) -> Path:
         found = [_find_file(folder, n) for n in names]
         if not all(found):
             continue
-        if folder == SHIPPED / spec.shipped:
+        if folder == SHIPPED_DIR / spec.shipped:
             verify_shipped(folder)
         root = cache_dir() / "torchvision"
         raw = root / spec.folder / "raw"
@@ -184,3 +201,25 @@ def load_classification(name: str, split: str, data_dir: str | None = None) -> T
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return TensorDataset(images, torch.tensor(ds.targets), list(ds.classes), mean, std)
     raise ValueError(f"unknown classification dataset {name!r}; choose from {CLASSIFICATION_DATASETS}")
+
+
+def _register() -> None:
+    for name, spec in _IDX.items():
+        info = DatasetInfo(
+            name,
+            "classification",
+            tuple(spec.tv_class.classes),
+            1,
+            spec.mean,
+            spec.std,
+            ("train", "test"),
+            (28, 28),
+        )
+        register_dataset(info, lambda split, data_dir, name=name: load_classification(name, split, data_dir))
+    for name, classes in (("cifar10", CIFAR10_CLASSES), ("cifar100", CIFAR100_CLASSES)):
+        _, mean, std = _CIFAR[name]
+        info = DatasetInfo(name, "classification", classes, 3, mean, std, ("train", "test"), (32, 32))
+        register_dataset(info, lambda split, data_dir, name=name: load_classification(name, split, data_dir))
+
+
+_register()

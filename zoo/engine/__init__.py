@@ -1,15 +1,24 @@
 """Training and evaluation, shared by every task."""
 
-from .evaluator import evaluate
-from .tasks import ClassificationTask, Task, get_task, register_task
-from .trainer import NonFiniteLossError, train
+from .checkpoint import CheckpointError, load_run, model_from_config
+from .evaluator import Evaluation, evaluate, evaluate_published, evaluate_run
+from .tasks import ClassificationTask, Task, get_task, list_tasks, register_task
+from .trainer import NonFiniteLossError, RunFolderError, train
 
 __all__ = [
+    "CheckpointError",
     "ClassificationTask",
+    "Evaluation",
     "NonFiniteLossError",
+    "RunFolderError",
     "Task",
     "evaluate",
+    "evaluate_published",
+    "evaluate_run",
     "get_task",
+    "list_tasks",
+    "load_run",
+    "model_from_config",
     "register_task",
     "train",
 ]

@@ -1,42 +1,128 @@
 """Checkpoints and weights, written atomically and read without unpickling.
 
-Writes go to a temporary file in the same folder, are flushed to disk, then renamed over
-the target: a run killed mid-write leaves the previous checkpoint intact. Checkpoints load
+Writes go to a temporary file in the same folder (created with the usual umask), are flushed
+to disk, then renamed over the target: a run killed mid-write leaves the previous file
+intact, and ``remove_orphans`` clears the temporary files such a kill leaves behind.
+
+A checkpoint file holds the serialized training state as one byte payload together with its
+SHA-256, checked on every load, so a corrupted file is refused instead of resumed. It loads
 with ``torch.load(weights_only=True)``; exported weights are safetensors.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
-import tempfile
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from .. import create_model
+from ..config import RunConfig, from_saved
+from ..data.registry import DatasetInfo
+
+FORMAT = "zoo-checkpoint-2"  # {"format", "sha256", "payload": uint8 tensor of torch.save(state)}
 
 
-def _atomic_write(path: Path, write) -> None:
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes that a kill interrupted (``.<name>.<hex>.tmp``).
+    Call it only while holding the folder's run lock: a live writer's file looks the same."""
+    orphans = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """``data`` into ``path`` or, on any failure, nothing (the old file, if any, stays)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _tmp_name(path)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 less the umask
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(
+                err.errno,
+                f"the disk is full: could not write {path} ({len(data):,} bytes); "
+                f"the previous {path.name}, if any, is kept. Free some space and run again",
+            ) from None
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def _serialize(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    payload = _serialize(state)
+    wrapped = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8),
+    }
+    atomic_write(path, _serialize(wrapped))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The state saved by ``save_checkpoint`` (or by the versions before checksums), checked.
+    Anything else (empty, text, truncated, a flipped byte) is a ``CheckpointError``."""
+    path = Path(path)
+    hint = "Move it aside to start over, or resume from a copy of the run."
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})") from None
+    if not data:
+        raise CheckpointError(f"{path} is empty, not a checkpoint (a write that never finished?). {hint}")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, unpickling and EOF errors alike: the file is not a checkpoint
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}). {hint}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint. {hint}")
+    if obj.get("format") == FORMAT:
+        payload = obj["payload"].numpy().tobytes()
+        if hashlib.sha256(payload).hexdigest() != obj["sha256"]:
+            raise CheckpointError(f"{path}: checksum mismatch, the file is corrupted. {hint}")
+        obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    missing = [k for k in ("model", "step", "config") if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint (no {', '.join(missing)}). {hint}")
+    return obj
 
 
 def save_weights(
@@ -45,8 +131,56 @@ def save_weights(
     """A safetensors file of contiguous CPU tensors; metadata values are stored as JSON strings."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path, safetensors_bytes(tensors, metadata=meta))
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+# -- rebuilding a run from its files ---------------------------------------------------------
+
+
+def model_from_config(cfg: RunConfig, info: DatasetInfo) -> torch.nn.Module:
+    """The model a run config describes, sized for its dataset (``model.args`` win)."""
+    args = {"num_classes": info.num_classes, "in_chans": info.in_chans, **cfg.model.args}
+    return create_model(cfg.model.name, **args)
+
+
+@dataclass
+class SavedRun:
+    cfg: RunConfig
+    info: DatasetInfo
+    model: torch.nn.Module  # with the run's weights (the EMA's when it kept one), on the CPU
+
+
+def saved_info(info: dict, cfg: RunConfig) -> DatasetInfo:
+    """The dataset description a checkpoint or weights file carries (old untyped dicts too)."""
+    return DatasetInfo.from_dict(info, name=cfg.data.dataset, task=cfg.task)
+
+
+def load_run(path: str | Path) -> SavedRun:
+    """A run's ``last.ckpt`` or exported ``model.safetensors``, rebuilt from the file alone."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+        if "config" not in meta or "info" not in meta:
+            raise CheckpointError(
+                f"{path} has no training config in its metadata; it was not written by train.py"
+            )
+        cfg = from_saved(json.loads(meta["config"]))
+        info = saved_info(json.loads(meta["info"]), cfg)
+        model = model_from_config(cfg, info)
+        model.load_state_dict(load_file(str(path)))
+        return SavedRun(cfg, info, model)
+    state = load_checkpoint(path)
+    cfg = from_saved(state["config"])
+    info = saved_info(state["info"], cfg)
+    model = model_from_config(cfg, info)
+    weights = state["ema"] if state.get("ema") else state["model"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+    return SavedRun(cfg, info, model)

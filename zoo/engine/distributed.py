@@ -1,4 +1,5 @@
-"""torchrun support: one process per device, gloo on the CPU, nccl on CUDA."""
+"""The device a run uses, decided once, and torchrun support: one process per device, NCCL on
+CUDA (each process on its ``LOCAL_RANK`` GPU), gloo on the CPU."""
 
 from __future__ import annotations
 
@@ -20,21 +21,36 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group torchrun describes in the environment, or run alone."""
+def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; ``cpu``; ``cuda`` (under torchrun: the
+    process's ``LOCAL_RANK`` GPU); ``cuda:N``. Asking for CUDA without it is an error."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not spec.startswith("cuda"):
+        raise ValueError(f"train.device: expected auto, cpu, cuda or cuda:N, got {spec!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"train.device is {spec!r}, but CUDA is not available here; use auto or cpu")
+    device = torch.device(spec) if ":" in spec else torch.device("cuda", local_rank)
+    if device.index >= torch.cuda.device_count():
+        raise ValueError(f"train.device is {spec!r}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment, or run alone, on the
+    device ``device`` names (see ``resolve_device``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return DistInfo()
+        return DistInfo(device=resolve_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
+    chosen = resolve_device("cuda" if device.startswith("cuda") else device, local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
     if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return DistInfo(rank, world, device)
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return DistInfo(rank, world, chosen)
 
 
 def cleanup() -> None:

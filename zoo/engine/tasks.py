@@ -1,11 +1,15 @@
 """Tasks: what differs between classification, segmentation and detection.
 
 The training loop and the evaluator are shared; a task supplies the data, the loss, the
-metrics and any post-processing. Register a task class with ``@register_task``.
+metrics and any post-processing. A task takes its dataset from the dataset registry
+(``zoo.data.registry``) by name and works with any registered dataset of its kind; it never
+imports a concrete dataset module. Register a task class with ``@register_task``; its name
+must be one of ``zoo._tasks.TASKS``, the list the model registry checks against too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -15,17 +19,20 @@ import torchmetrics
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 
-from ..config import RunConfig
-from ..data import camvid
+from .._tasks import TASKS
+from ..config import ConfigError, DataConfig, RunConfig
+from ..data import segmentation
 from ..data.batch_aug import BatchAugment
-from ..data.bccd import BCCDDataset, DetectionTransform, collate_detection
-from ..data.classification import CLASSIFICATION_DATASETS, load_classification
+from ..data.detection import DetectionTransform, collate_detection
 from ..data.loader import InMemoryLoader, SampleLoader
+from ..data.registry import DatasetInfo, dataset_info, load_dataset
 
 _TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
+    if cls.name not in TASKS:
+        raise ValueError(f"task {cls.name!r} is not one of zoo._tasks.TASKS {TASKS}; add it there")
     if cls.name in _TASKS:
         raise ValueError(f"task {cls.name!r} is already registered")
     _TASKS[cls.name] = cls
@@ -38,6 +45,16 @@ def get_task(name: str) -> Task:
     return _TASKS[name]()
 
 
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+# The data keys every task reads; a task adds the augmentation keys it reads in ``data_keys``.
+COMMON_DATA_KEYS = frozenset(
+    {"dataset", "data_dir", "train_split", "eval_split", "batch_size", "eval_batch_size"}
+)
+
+
 class Task:
     """Interface. ``batch`` is whatever the task's loaders yield."""
 
@@ -45,14 +62,45 @@ class Task:
     primary_metric = ""  # the headline number, compared by eval.py --all
     tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
     eval_batch_size = 8  # eval.py's default: what fits in memory at the task's image sizes
+    data_keys: frozenset[str] = frozenset()  # the data.* keys it reads besides COMMON_DATA_KEYS
 
-    def build_loaders(self, cfg: RunConfig, rank: int = 0, world: int = 1) -> tuple[Any, Any, dict]:
-        """(train loader, eval loader, dataset info: classes, in_chans, mean, std, ...)."""
+    def check_data_config(self, data: DataConfig) -> None:
+        """Refuse a data.* key this task ignores but the config sets (to other than its default):
+        it would change nothing, which the config's author did not mean."""
+        default = DataConfig()
+        read = COMMON_DATA_KEYS | self.data_keys
+        ignored = [
+            f"data.{f.name}={getattr(data, f.name)!r}"
+            for f in dataclasses.fields(DataConfig)
+            if f.name not in read and getattr(data, f.name) != getattr(default, f.name)
+        ]
+        if ignored:
+            raise ConfigError(
+                f"{', '.join(ignored)}: the {self.name} task does not read "
+                f"{'this key' if len(ignored) == 1 else 'these keys'}; it reads data.{{"
+                f"{', '.join(sorted(self.data_keys))}}} besides the common ones. Remove "
+                f"{'it' if len(ignored) == 1 else 'them'}."
+            )
+
+    def dataset(self, name: str) -> DatasetInfo:
+        """The registered dataset ``name``, which must be of this task's kind."""
+        return dataset_info(name, self.name)
+
+    def build_loaders(self, cfg: RunConfig, rank: int = 0, world: int = 1) -> tuple[Any, Any, DatasetInfo]:
+        """(train loader, eval loader, the dataset's description)."""
         raise NotImplementedError
 
     def build_eval_loader(
-        self, dataset: str, split: str, data_dir: str | None, batch_size: int
-    ) -> tuple[Any, dict]:
+        self,
+        dataset: str,
+        split: str,
+        data_dir: str | None,
+        batch_size: int,
+        input_spec: dict | None = None,
+    ) -> tuple[Any, DatasetInfo]:
+        """A loader over ``split`` without augmentation, and the dataset's description;
+        ``input_spec`` (``{"mean": ..., "std": ...}``, a weight's preprocessing) replaces the
+        dataset's own normalisation."""
         raise NotImplementedError
 
     def batch_size(self, batch) -> int:
@@ -69,15 +117,19 @@ class Task:
     def loss(self, model: nn.Module, batch, cfg: RunConfig) -> torch.Tensor:
         raise NotImplementedError
 
-    def metrics(self, num_classes: int) -> torchmetrics.MetricCollection:
+    def metrics(self, info: DatasetInfo) -> torchmetrics.MetricCollection:
         raise NotImplementedError
 
     def eval_step(self, model: nn.Module, batch, metrics: torchmetrics.MetricCollection) -> None:
         raise NotImplementedError
 
-    def summarize(self, values: dict[str, torch.Tensor], info: dict) -> dict[str, Any]:
+    def summarize(self, values: dict[str, torch.Tensor], info: DatasetInfo) -> dict[str, Any]:
         """Turn computed torchmetrics values into plain JSON-able numbers (percent where usual)."""
         raise NotImplementedError
+
+
+def _eval_info(info: DatasetInfo, input_spec: dict | None) -> DatasetInfo:
+    return info if input_spec is None else info.with_normalization(input_spec["mean"], input_spec["std"])
 
 
 @register_task
@@ -86,15 +138,14 @@ class ClassificationTask(Task):
     primary_metric = "top1"
     tolerance = 0.1  # percentage points; CPU kernels may differ in the last bits across machines
     eval_batch_size = 250  # small images
+    data_keys = frozenset({"crop_padding", "hflip", "random_erasing"})
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
-        if d.dataset not in CLASSIFICATION_DATASETS:
-            raise ValueError(
-                f"data.dataset {d.dataset!r} is not a classification dataset {CLASSIFICATION_DATASETS}"
-            )
-        train = load_classification(d.dataset, d.train_split, d.data_dir or None)
-        augment = BatchAugment(train.mean, train.std, d.crop_padding, d.hflip, d.random_erasing)
+        self.check_data_config(d)
+        info = self.dataset(d.dataset)
+        train = load_dataset(d.dataset, d.train_split, d.data_dir or None)
+        augment = BatchAugment(info.mean, info.std, d.crop_padding, d.hflip, d.random_erasing)
         train_loader = InMemoryLoader(train, d.batch_size, True, cfg.train.seed, augment, rank, world)
         eval_loader, info = self.build_eval_loader(
             d.dataset, d.eval_split, d.data_dir or None, d.eval_batch_size
@@ -102,25 +153,16 @@ class ClassificationTask(Task):
         return train_loader, eval_loader, info
 
     def build_eval_loader(self, dataset, split, data_dir, batch_size, input_spec=None):
-        data = load_classification(dataset, split, data_dir)
-        if input_spec is not None:
-            data.mean, data.std = tuple(input_spec["mean"]), tuple(input_spec["std"])
-        info = dict(
-            classes=data.classes,
-            num_classes=len(data.classes),
-            in_chans=data.images.shape[1],
-            input_size=list(data.images.shape[-2:]),
-            mean=list(data.mean),
-            std=list(data.std),
-            num_samples=len(data),
-        )
+        info = _eval_info(self.dataset(dataset), input_spec)
+        data = dataclasses.replace(load_dataset(dataset, split, data_dir), mean=info.mean, std=info.std)
         return InMemoryLoader(data, batch_size, train=False), info
 
     def loss(self, model, batch, cfg):
         x, y = batch
         return F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
 
-    def metrics(self, num_classes):
+    def metrics(self, info):
+        num_classes = info.num_classes
         return torchmetrics.MetricCollection(
             {
                 "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
@@ -135,7 +177,7 @@ class ClassificationTask(Task):
         metrics.update(model(x).float(), y)
 
     def summarize(self, values, info):
-        classes = info.get("classes") or [str(i) for i in range(len(values["per_class"]))]
+        classes = info.classes
         return {
             "top1": round(100 * values["top1"].item(), 2),
             "top5": round(100 * values["top5"].item(), 2),
@@ -146,36 +188,39 @@ class ClassificationTask(Task):
 
 @register_task
 class SegmentationTask(Task):
-    """Semantic segmentation on CamVid: batches are (images (N, 3, H, W), masks (N, H, W) int64).
+    """Semantic segmentation: batches are (images (N, 3, H, W), masks (N, H, W) int64).
 
-    The model returns ``{"out": logits}`` (+ ``"aux"``); void pixels (label 11) count in
-    neither the loss nor the metrics. Metrics are accumulated over the whole split (one
-    confusion matrix), not averaged per image.
+    The model returns ``{"out": logits}`` (+ ``"aux"``); pixels labelled with the dataset's
+    ``ignore_index`` (CamVid's void) count in neither the loss nor the metrics. Metrics are
+    accumulated over the whole split (one confusion matrix), not averaged per image.
     """
 
     name = "segmentation"
     primary_metric = "miou"
     tolerance = 0.1  # percentage points
     aux_weight = 0.4  # weight of the auxiliary head's loss, as in torchvision's reference recipe
+    data_keys = frozenset({"crop_size", "scale_range", "hflip", "class_weights"})
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
-        if d.dataset != "camvid":
-            raise ValueError(f"data.dataset {d.dataset!r} is not a segmentation dataset ('camvid')")
-        crop_size = d.crop_size or list(camvid.IMAGE_SIZE)
+        self.check_data_config(d)
+        info = self.dataset(d.dataset)
+        crop_size = d.crop_size or list(info.input_size)
         scale_range = d.scale_range or [1.0, 1.0]
         if len(crop_size) != 2 or len(scale_range) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"data.crop_size {crop_size} and data.scale_range {scale_range} need two values each"
             )
-        if d.class_weights and len(d.class_weights) != len(camvid.CLASSES):
-            raise ValueError(
-                f"data.class_weights needs {len(camvid.CLASSES)} values, got {len(d.class_weights)}"
+        if d.class_weights and len(d.class_weights) != info.num_classes:
+            raise ConfigError(
+                f"data.class_weights needs {info.num_classes} values ({d.dataset}), got {len(d.class_weights)}"
             )
-        train = camvid.CamVid(d.train_split, d.data_dir or None)
-        augment = camvid.train_transform(crop_size, scale_range, hflip=d.hflip)
+        train = load_dataset(d.dataset, d.train_split, d.data_dir or None)
+        augment = segmentation.train_transform(
+            crop_size, scale_range, info.mean, info.std, info.input_size, self._ignore(info), d.hflip
+        )
         train_loader = SampleLoader(
-            train, d.batch_size, True, camvid.collate, cfg.train.seed, augment, rank, world
+            train, d.batch_size, True, segmentation.collate, cfg.train.seed, augment, rank, world
         )
         eval_loader, info = self.build_eval_loader(
             d.dataset, d.eval_split, d.data_dir or None, d.eval_batch_size
@@ -183,27 +228,15 @@ class SegmentationTask(Task):
         return train_loader, eval_loader, info
 
     def build_eval_loader(self, dataset, split, data_dir, batch_size, input_spec=None):
-        if dataset != "camvid":
-            raise ValueError(f"unknown segmentation dataset {dataset!r} (known: camvid)")
-        data = camvid.CamVid(split, data_dir)
-        mean, std = camvid.MEAN, camvid.STD
-        if input_spec is not None:
-            mean, std = tuple(input_spec["mean"]), tuple(input_spec["std"])
-        info = dict(
-            classes=list(camvid.CLASSES),
-            num_classes=len(camvid.CLASSES),
-            ignore_index=camvid.VOID,
-            palette=[list(c) for c in camvid.PALETTE],
-            in_chans=3,
-            input_size=list(camvid.IMAGE_SIZE),
-            mean=list(mean),
-            std=list(std),
-            num_samples=len(data),
-        )
-        loader = SampleLoader(
-            data, batch_size, False, camvid.collate, transform=camvid.eval_transform(mean, std)
-        )
-        return loader, info
+        info = _eval_info(self.dataset(dataset), input_spec)
+        data = load_dataset(dataset, split, data_dir)
+        transform = segmentation.eval_transform(info.mean, info.std)
+        return SampleLoader(data, batch_size, False, segmentation.collate, transform=transform), info
+
+    @staticmethod
+    def _ignore(info: DatasetInfo) -> int:
+        # -100 is what cross_entropy ignores by default and no class index can be.
+        return -100 if info.ignore_index is None else info.ignore_index
 
     def loss(self, model, batch, cfg):
         x, y = batch
@@ -211,13 +244,14 @@ class SegmentationTask(Task):
         weight = None
         if cfg.data.class_weights:
             weight = torch.tensor(cfg.data.class_weights, dtype=torch.float32, device=y.device)
+        ignore_index = self._ignore(self.dataset(cfg.data.dataset))
 
         def cross_entropy(logits):
             return F.cross_entropy(
                 logits.float(),
                 y,
                 weight=weight,
-                ignore_index=camvid.VOID,
+                ignore_index=ignore_index,
                 label_smoothing=cfg.train.label_smoothing,
             )
 
@@ -226,13 +260,14 @@ class SegmentationTask(Task):
             loss = loss + self.aux_weight * cross_entropy(out["aux"])
         return loss
 
-    def metrics(self, num_classes):
+    def metrics(self, info):
         # ignore_index equal to num_classes is supported: those pixels are dropped before counting.
+        n, ignore = info.num_classes, info.ignore_index
         return torchmetrics.MetricCollection(
             {
-                "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=camvid.VOID),
-                "per_class_iou": MulticlassJaccardIndex(num_classes, average=None, ignore_index=camvid.VOID),
-                "pixel_acc": MulticlassAccuracy(num_classes, average="micro", ignore_index=camvid.VOID),
+                "miou": MulticlassJaccardIndex(n, average="macro", ignore_index=ignore),
+                "per_class_iou": MulticlassJaccardIndex(n, average=None, ignore_index=ignore),
+                "pixel_acc": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
             }
         )
 
@@ -242,17 +277,13 @@ class SegmentationTask(Task):
         metrics.update(model(x)["out"].argmax(1), y)
 
     def summarize(self, values, info):
-        classes = info.get("classes") or [str(i) for i in range(len(values["per_class_iou"]))]
         return {
             "miou": round(100 * values["miou"].item(), 2),
             "pixel_acc": round(100 * values["pixel_acc"].item(), 2),
             "per_class_iou": {
-                c: round(100 * v, 2) for c, v in zip(classes, values["per_class_iou"].tolist())
+                c: round(100 * v, 2) for c, v in zip(info.classes, values["per_class_iou"].tolist())
             },
         }
-
-
-DETECTION_DATASETS = ("bccd",)
 
 
 @register_task
@@ -265,18 +296,22 @@ class DetectionTask(Task):
     name = "detection"
     primary_metric = "map_50"
     tolerance = 0.005  # mAP as a fraction
+    data_keys = frozenset({"crop_size", "scale_range", "hflip", "vflip"})
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
-        self._check_dataset(d.dataset)
-        train = BCCDDataset(d.train_split, d.data_dir or None)
+        self.check_data_config(d)
+        info = self.dataset(d.dataset)
+        train = load_dataset(d.dataset, d.train_split, d.data_dir or None)
         transform = DetectionTransform(
-            train.mean,
-            train.std,
+            info.mean,
+            info.std,
             train=True,
-            crop_size=tuple(d.crop_size or (480, 640)),
+            crop_size=tuple(d.crop_size or info.input_size),
             scale_range=tuple(d.scale_range or (1.0, 1.0)),
-            flip=d.hflip,
+            hflip=d.hflip,
+            vflip=d.vflip,
+            base_short_side=min(info.input_size),
         )
         train_loader = SampleLoader(
             train, d.batch_size, True, collate_detection, cfg.train.seed, transform, rank, world
@@ -287,26 +322,11 @@ class DetectionTask(Task):
         return train_loader, eval_loader, info
 
     def build_eval_loader(self, dataset, split, data_dir, batch_size, input_spec=None):
-        self._check_dataset(dataset)
-        data = BCCDDataset(split, data_dir)
-        mean, std = (data.mean, data.std) if input_spec is None else (input_spec["mean"], input_spec["std"])
-        info = dict(
-            classes=list(data.classes),
-            num_classes=len(data.classes),
-            in_chans=3,
-            input_size=list(data.images[0].shape[-2:]),
-            mean=list(mean),
-            std=list(std),
-            num_samples=len(data),
-        )
+        info = _eval_info(self.dataset(dataset), input_spec)
+        data = load_dataset(dataset, split, data_dir)
         # Full images, no augmentation: boxes stay in the original pixel coordinates.
-        transform = DetectionTransform(mean, std, train=False)
+        transform = DetectionTransform(info.mean, info.std, train=False)
         return SampleLoader(data, batch_size, False, collate_detection, transform=transform), info
-
-    @staticmethod
-    def _check_dataset(dataset: str) -> None:
-        if dataset not in DETECTION_DATASETS:
-            raise ValueError(f"data.dataset {dataset!r} is not a detection dataset {DETECTION_DATASETS}")
 
     def to_device(self, batch, device, channels_last):
         images, targets = batch
@@ -319,7 +339,7 @@ class DetectionTask(Task):
         images, targets = batch
         return sum(model(images, targets).values())
 
-    def metrics(self, num_classes):
+    def metrics(self, info):
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
 
     def eval_step(self, model, batch, metrics):
@@ -328,7 +348,7 @@ class DetectionTask(Task):
         metrics.update(preds, targets)
 
     def summarize(self, values, info):
-        classes = info.get("classes") or []
+        classes = info.classes
         per_class = dict.fromkeys(classes)  # None for a class absent from both predictions and targets
         for c, ap in zip(
             values["classes"].reshape(-1).tolist(), values["map_per_class"].reshape(-1).tolist()

@@ -1,18 +1,27 @@
 """The training loop, shared by every task.
 
-One linear function: build (model, data, optimizer, schedule, EMA), maybe resume, then
-epochs of steps with periodic checkpoints and evaluations. Everything that makes a run
-reproducible travels in the checkpoint: model, optimizer, scheduler, EMA, step counters,
-RNG state and the resolved config. The data order depends only on (seed, epoch, step), so
+``train`` reads top to bottom: claim the run folder, build (data, model, optimizer, schedule,
+EMA), maybe restore a checkpoint, then epochs of ``train_step``s with periodic logs,
+checkpoints and evaluations, then export. Everything that makes a run reproducible travels in
+the checkpoint: model, optimizer, scheduler, EMA, step counter, RNG state, the resolved config
+and the dataset's description. The data order depends only on (seed, epoch, step), so
 ``resume=True`` continues exactly where the last checkpoint left off.
+
+What a run guarantees: checkpoints are atomic and carry a checksum; only finite states are
+checkpointed; a run folder is locked while a run uses it; a used folder is never silently
+restarted; a resumed config is compared with the checkpoint's, key by key; a resumed
+``metrics.jsonl`` reads as one run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +32,106 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .. import create_model
-from ..config import RunConfig, to_dict
+from ..config import ConfigError, RunConfig, from_saved, to_dict
+from ..data.registry import DatasetInfo
 from .autotune import AUTO, autocast, candidates, describe, fastest, native_bf16, time_settings
-from .checkpoint import load_checkpoint, save_checkpoint, save_weights, write_json
+from .checkpoint import (
+    load_checkpoint,
+    model_from_config,
+    remove_orphans,
+    save_checkpoint,
+    save_weights,
+    write_json,
+)
 from .distributed import DistInfo, cleanup, init_distributed
 from .evaluator import evaluate
-from .tasks import get_task
+from .tasks import Task, get_task
+
+CHECKPOINT, CONFIG, METRICS, WEIGHTS, SUMMARY, LOCK = (
+    "last.ckpt",
+    "config.json",
+    "metrics.jsonl",
+    "model.safetensors",
+    "summary.json",
+    "train.lock",
+)
 
 
 class NonFiniteLossError(RuntimeError):
     pass
 
 
-def build_model(cfg: RunConfig, info: dict) -> torch.nn.Module:
-    args = dict(cfg.model.args)
-    args.setdefault("num_classes", info["num_classes"])
-    args.setdefault("in_chans", info["in_chans"])
-    return create_model(cfg.model.name, **args)
+class RunFolderError(RuntimeError):
+    """The run folder is in use, or holds a run that this call would overwrite."""
+
+
+# -- the run folder ------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held by this process until ``release`` (or its
+    death: the kernel drops a ``flock`` with the process, so a killed run's lock is stale by
+    construction and the next run simply takes it). The file names the holder's PID."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderError(
+                f"{self.path.parent} is in use by another run (process {holder} holds {self.path}); "
+                "wait for it to finish, or choose another train.out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def check_fresh_folder(out: Path) -> None:
+    """A run without ``--resume`` may start only where no run's work would be lost: a folder
+    with a checkpoint, weights or a summary is refused. (A folder with only a config and a log,
+    from a run killed before its first checkpoint, holds nothing to resume and is restarted.)"""
+    found = [name for name in (CHECKPOINT, WEIGHTS, SUMMARY) if (out / name).exists()]
+    if found:
+        step = ""
+        if (out / CHECKPOINT).exists():
+            try:
+                step = f" (last.ckpt at step {load_checkpoint(out / CHECKPOINT)['step']})"
+            except Exception:
+                step = ""
+        raise RunFolderError(
+            f"train.out_dir {out} already holds a run{step}: {', '.join(found)}. Continue it with "
+            "--resume, or choose a new train.out_dir (or move the old folder aside yourself)"
+        )
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (a resumed run's log then reads as
+    one run); a fresh start (``step`` 0) empties it."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if step > 0 and record.get("step", 0) <= step:
+            kept.append(line)
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 class MetricsLog:
@@ -53,6 +144,65 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+# -- resuming ------------------------------------------------------------------------------
+
+# Keys a resumed run may change: they do not alter what was computed so far, or (epochs) the
+# trainer honours them by rebuilding the schedule for the new length.
+RESUMABLE_CHANGES = {
+    "train.out_dir",
+    "train.threads",
+    "train.device",
+    "train.log_every_steps",
+    "train.ckpt_every_steps",
+    "train.eval_every_epochs",
+    "train.max_steps",
+    "train.deterministic",
+    "train.amp_bf16",
+    "train.channels_last",
+    "data.data_dir",
+    "data.eval_batch_size",
+    "data.eval_split",
+    "schedule.epochs",  # more only: the schedule is rebuilt for the new length
+}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(saved: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Every key whose value differs between the checkpoint's config and the new one
+    (``auto`` against the value it resolved to is no change)."""
+    old, cur = _flat(to_dict(saved)), _flat(to_dict(new))
+    return {
+        k: (old.get(k), cur[k])
+        for k in cur
+        if old.get(k) != cur[k] and not (cur[k] == AUTO and k in ("train.amp_bf16", "train.channels_last"))
+    }
+
+
+def check_resume_config(saved: RunConfig, new: RunConfig, path: Path) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume may make; refuses, naming each key, those it cannot honour."""
+    changes = config_changes(saved, new)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+    if "schedule.epochs" in changes and changes["schedule.epochs"][1] < changes["schedule.epochs"][0]:
+        refused["schedule.epochs"] = changes["schedule.epochs"]
+    if refused:
+        listing = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(
+            f"cannot resume {path} with a changed config: {listing}. These change what the run "
+            "computes; keep the checkpoint's values, or start a new train.out_dir. (A resume may "
+            f"change: {', '.join(sorted(RESUMABLE_CHANGES))}; schedule.epochs only upwards.)"
+        )
+    return changes
 
 
 def resolve_speed_settings(
@@ -94,37 +244,121 @@ def resolve_speed_settings(
     return resolved
 
 
+# -- the run -------------------------------------------------------------------------------
+
+
+class Stopwatch:
+    """Training wall time across resumes: runs from ``start``, stops for what is not training
+    (checkpoint writes) with ``paused()``."""
+
+    def __init__(self, elapsed: float = 0.0, clock=time.perf_counter):
+        self.clock, self._before, self._since = clock, elapsed, None
+
+    def start(self) -> None:
+        self._since = self.clock()
+
+    def stop(self) -> None:
+        if self._since is not None:
+            self._before += self.clock() - self._since
+            self._since = None
+
+    @property
+    def elapsed(self) -> float:
+        return self._before + (self.clock() - self._since if self._since is not None else 0.0)
+
+
+@dataclass
+class Run:
+    """Everything one training run builds, and where it stands."""
+
+    cfg: RunConfig
+    dist: DistInfo
+    out: Path
+    task: Task
+    info: DatasetInfo
+    train_loader: Any
+    eval_loader: Any
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, wrapped for DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: ModelEmaV3 | None
+    log: MetricsLog
+    total_steps: int
+    step: int = 0
+    watch: Stopwatch = field(default_factory=Stopwatch)
+    latest_eval: dict[str, dict] = field(default_factory=dict)  # model/ema -> the last evaluation's scalars
+    saved_step: int | None = None  # the step of the last checkpoint written or restored
+    bar: Any = None  # the progress bar (main process)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+
 def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
-    dist = init_distributed()
+    """Train ``cfg`` in ``cfg.train.out_dir``. ``resume``: continue from its last.ckpt, or start
+    from scratch there when it has none. Without ``resume`` a folder holding a run is refused."""
+    dist = init_distributed(cfg.train.device)
+    out = Path(cfg.train.out_dir)
+    lock = None
     try:
-        return _train(cfg, resume, dist)
+        if not resume:
+            check_fresh_folder(out)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(out).acquire()
+            remove_orphans(out)
+        run = build_run(cfg, dist, resume)
+        run.model.train()
+        run.bar = tqdm(
+            total=run.total_steps, initial=run.step, disable=not dist.is_main, unit="step", dynamic_ncols=True
+        )
+        run.watch.start()
+        while run.step < run.total_steps:
+            train_epoch(run)
+        run.watch.stop()
+        run.bar.close()
+        return finish(run)
     finally:
+        if lock is not None:
+            lock.release()
         cleanup()
 
 
-def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
-    t = cfg.train
-    out = Path(t.out_dir)
-    ckpt_path = out / "last.ckpt"
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "metrics.jsonl", dist.is_main)
+def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
+    """Data, model, optimizer, schedule and EMA as ``cfg`` says, restored from the folder's
+    checkpoint when resuming; ``config.json`` is written once the checkpoint has loaded."""
+    t, out = cfg.train, Path(cfg.train.out_dir)
+    log = MetricsLog(out / METRICS, dist.is_main)
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(t.seed)
 
+    state = load_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).is_file() else None
+    changes = {}
+    if state is not None:
+        changes = check_resume_config(from_saved(state["config"]), cfg, out / CHECKPOINT)
     task = get_task(cfg.task)
     train_loader, eval_loader, info = task.build_loaders(cfg, dist.rank, dist.world)
-    model = build_model(cfg, info).to(dist.device)
-    state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"data.batch_size {cfg.data.batch_size} is larger than the {len(train_loader.dataset)} "
+            f"samples of {cfg.data.dataset} ({cfg.data.train_split}): not one training step per epoch"
+        )
+    if dist.is_main:
+        truncate_log(out / METRICS, state["step"] if state is not None else 0)
+    model = model_from_config(cfg, info).to(dist.device)
     cfg = resolve_speed_settings(
         cfg, model, train_loader, task, dist, state["config"] if state else None, log
     )
     t = cfg.train
-    if dist.is_main:
-        write_json(to_dict(cfg), out / "config.json")  # resolved: auto settings as chosen
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(
@@ -135,7 +369,6 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         momentum=cfg.optim.momentum,
         **({"nesterov": cfg.optim.nesterov} if cfg.optim.opt == "sgd" else {}),
     )
-    steps_per_epoch = len(train_loader)
     s = cfg.schedule
     scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -145,132 +378,197 @@ def _train(cfg: RunConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         warmup_lr=s.warmup_lr,
         min_lr=s.min_lr,
         step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
+        updates_per_epoch=len(train_loader),
     )
     ema = ModelEmaV3(model, decay=t.ema_decay) if t.ema else None
-
-    step, elapsed, best = 0, 0.0, {}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"])
-        step, elapsed, best = state["step"], state["elapsed_s"], state["best"]
-        if dist.is_main:
-            print(f"resumed from {ckpt_path} at step {step} (epoch {step // steps_per_epoch})")
-    elif resume and dist.is_main:
-        print(f"no checkpoint at {ckpt_path}; starting from scratch")
-    if resume:
-        scheduler.step_update(step)
-
-    net = DistributedDataParallel(model) if dist.world > 1 else model
-    total_steps = s.epochs * steps_per_epoch
+    total_steps = s.epochs * len(train_loader)
     if t.max_steps:
         total_steps = min(total_steps, t.max_steps)
-
-    def checkpoint() -> None:
-        if dist.is_main:
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "rng": torch.get_rng_state(),
-                    "step": step,
-                    "elapsed_s": elapsed,
-                    "best": best,
-                    "config": to_dict(cfg),
-                    "info": info,
-                },
-                ckpt_path,
-            )
-
-    def run_eval(epoch: int) -> None:
-        results = {"model": evaluate(model, eval_loader, task, info, channels_last=t.channels_last)}
-        if ema is not None:
-            results["ema"] = evaluate(ema.module, eval_loader, task, info, channels_last=t.channels_last)
-        for which, r in results.items():
-            scalars = {k: v for k, v in r.items() if isinstance(v, (int, float))}
-            log.write(
-                kind="eval", which=which, epoch=epoch, step=step, elapsed_s=round(elapsed, 1), **scalars
-            )
-            best[which] = scalars
-        if dist.is_main:
-            print(
-                f"epoch {epoch}: " + "  ".join(f"{w} {k}={v}" for w, r in best.items() for k, v in r.items())
-            )
-
-    model.train()
-    bar = tqdm(total=total_steps, initial=step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
-    window_t, window_n = time.perf_counter(), 0
-    while step < total_steps:
-        epoch, start = divmod(step, steps_per_epoch)
-        t0 = time.perf_counter()
-        for batch in train_loader.batches(epoch, start):
-            batch = task.to_device(batch, dist.device, t.channels_last)
-            with autocast(t.amp_bf16, dist.device):
-                loss = task.loss(net, batch, cfg)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step} (epoch {epoch}); stopping. The last good checkpoint "
-                    f"({ckpt_path}, step {step - step % max(t.ckpt_every_steps, 1)} or the last epoch end) is kept. "
-                    f"Try a lower optim.lr, optim.clip_grad > 0, or train.amp_bf16=false."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-            optimizer.step()
-            step += 1
-            scheduler.step_update(step)
-            if ema is not None:
-                ema.update(model, step=step)
-            window_n += task.batch_size(batch) * dist.world
-            if step % t.log_every_steps == 0 or step == total_steps:
-                now = time.perf_counter()
-                ips = window_n / (now - window_t)
-                lr = optimizer.param_groups[0]["lr"]
-                log.write(
-                    kind="train",
-                    epoch=epoch,
-                    step=step,
-                    loss=round(loss.item(), 5),
-                    lr=lr,
-                    img_per_s=round(ips, 1),
-                )
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
-                window_t, window_n = now, 0
-            bar.update(1)
-            if t.ckpt_every_steps and step % t.ckpt_every_steps == 0:
-                elapsed += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                checkpoint()
-            if step >= total_steps:
-                break
-        elapsed += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        epoch_done = step % steps_per_epoch == 0
-        if t.eval_every_epochs and (
-            (epoch_done and (epoch + 1) % t.eval_every_epochs == 0) or step >= total_steps
-        ):
-            run_eval(epoch)
-        elapsed += time.perf_counter() - t0
-        checkpoint()
-    bar.close()
-
-    final = ema.module if ema is not None else model
-    summary = {
-        "step": step,
-        "train_wall_time_s": round(elapsed, 1),
-        "final": best.get("ema" if ema else "model", {}),
-        "eval_of": "ema" if ema is not None else "model",
-        "info": info,
-    }
+    net = DistributedDataParallel(model) if dist.world > 1 else model
+    run = Run(
+        cfg,
+        dist,
+        out,
+        task,
+        info,
+        train_loader,
+        eval_loader,
+        model,
+        net,
+        optimizer,
+        scheduler,
+        ema,
+        log,
+        total_steps,
+    )
+    if state is not None:
+        restore(run, state, rebuild_schedule="schedule.epochs" in changes)
+    elif resume and dist.is_main:
+        print(f"no checkpoint at {run.ckpt_path}; starting from scratch")
+    if resume:
+        scheduler.step_update(run.step)
     if dist.is_main:
-        save_weights(final.state_dict(), out / "model.safetensors", {"config": to_dict(cfg), "info": info})
-        write_json(summary, out / "summary.json")
-        print(f"done: {step} steps in {elapsed / 60:.1f} min; weights at {out / 'model.safetensors'}")
+        write_json(to_dict(cfg), out / CONFIG)  # resolved: auto settings as chosen
+    return run
+
+
+def restore(run: Run, state: dict, rebuild_schedule: bool = False) -> None:
+    """Put the checkpoint's weights, optimizer, schedule, EMA, RNG and counters into ``run``.
+    With ``rebuild_schedule`` (more epochs) the scheduler keeps the one built for the new
+    length, set to the checkpoint's step."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if not rebuild_schedule:
+        run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng"])
+    run.step = run.saved_step = state["step"]
+    run.watch = Stopwatch(state["elapsed_s"])
+    run.latest_eval = state.get("latest_eval", state.get("best", {}))  # "best": older checkpoints
+    if run.dist.is_main:
+        print(f"resumed from {run.ckpt_path} at step {run.step} (epoch {run.step // run.steps_per_epoch})")
+
+
+def train_epoch(run: Run) -> None:
+    """The steps of the current epoch from where the run stands, then its evaluation (when
+    due) and a checkpoint."""
+    t = run.cfg.train
+    epoch, start = divmod(run.step, run.steps_per_epoch)
+    window = (time.perf_counter(), 0)
+    for batch in run.train_loader.batches(epoch, start):
+        loss = train_step(run, batch, epoch)
+        window = log_step(run, epoch, loss, batch, window)
+        run.bar.update(1)
+        if t.ckpt_every_steps and run.step % t.ckpt_every_steps == 0:
+            checkpoint(run)
+        if run.step >= run.total_steps:
+            break
+    epoch_done = run.step % run.steps_per_epoch == 0
+    if t.eval_every_epochs and (
+        (epoch_done and (epoch + 1) % t.eval_every_epochs == 0) or run.step >= run.total_steps
+    ):
+        evaluate_now(run, epoch)
+    checkpoint(run)
+
+
+def train_step(run: Run, batch, epoch: int) -> torch.Tensor:
+    """One optimizer step on ``batch``; the loss, detached."""
+    t = run.cfg.train
+    batch = run.task.to_device(batch, run.dist.device, t.channels_last)
+    with autocast(t.amp_bf16, run.dist.device):
+        loss = run.task.loss(run.net, batch, run.cfg)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at step {run.step} (epoch {epoch}); stopping. {last_good(run)} "
+            "Try a lower optim.lr, optim.clip_grad > 0, or train.amp_bf16=false."
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.optim.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.optim.clip_grad)
+    run.optimizer.step()
+    run.step += 1
+    run.scheduler.step_update(run.step)
+    if run.ema is not None:
+        run.ema.update(run.model, step=run.step)
+    return loss.detach()
+
+
+def log_step(run: Run, epoch: int, loss, batch, window: tuple[float, int]) -> tuple[float, int]:
+    """Every ``log_every_steps`` (and at the last step) a train record; the throughput window."""
+    since, seen = window[0], window[1] + run.task.batch_size(batch) * run.dist.world
+    if run.step % run.cfg.train.log_every_steps and run.step != run.total_steps:
+        return since, seen
+    now = time.perf_counter()
+    ips, lr = seen / (now - since), run.optimizer.param_groups[0]["lr"]
+    run.log.write(
+        kind="train", epoch=epoch, step=run.step, loss=round(loss.item(), 5), lr=lr, img_per_s=round(ips, 1)
+    )
+    run.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", img_s=f"{ips:.0f}")
+    return now, 0
+
+
+def last_good(run: Run) -> str:
+    if run.saved_step is None:
+        return f"No checkpoint was written yet ({run.ckpt_path} does not exist)."
+    return f"The last good checkpoint, {run.ckpt_path} at step {run.saved_step}, is kept."
+
+
+def _finite(state: dict) -> bool:
+    return all(
+        torch.isfinite(v).all() for v in state.values() if torch.is_tensor(v) and v.is_floating_point()
+    )
+
+
+def checkpoint(run: Run) -> None:
+    """Write last.ckpt (main process) if the weights are finite; refuse to go on if they are not."""
+    if not run.dist.is_main:
+        return
+    model_state = run.model.state_dict()
+    ema_state = run.ema.state_dict() if run.ema is not None else None
+    if not _finite(model_state) or (ema_state is not None and not _finite(ema_state)):
+        raise NonFiniteLossError(
+            f"the weights hold NaN or inf after step {run.step}; stopping without checkpointing them. "
+            f"{last_good(run)} Try a lower optim.lr, optim.clip_grad > 0, or train.amp_bf16=false."
+        )
+    run.watch.stop()
+    save_checkpoint(
+        {
+            "model": model_state,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "ema": ema_state,
+            "rng": torch.get_rng_state(),
+            "step": run.step,
+            "elapsed_s": run.watch.elapsed,
+            "latest_eval": run.latest_eval,
+            "config": to_dict(run.cfg),
+            "info": run.info.to_dict(),
+        },
+        run.ckpt_path,
+    )
+    run.saved_step = run.step
+    run.watch.start()
+
+
+def evaluate_now(run: Run, epoch: int) -> None:
+    """Evaluate the model (and its EMA) on the eval split; log it and keep it as the latest."""
+    t = run.cfg.train
+    models = {"model": run.model} | ({"ema": run.ema.module} if run.ema is not None else {})
+    for which, model in models.items():
+        r = evaluate(model, run.eval_loader, run.task, run.info, t.channels_last, run.dist.device)
+        scalars = {k: v for k, v in r.items() if isinstance(v, (int, float))}
+        run.log.write(
+            kind="eval",
+            which=which,
+            epoch=epoch,
+            step=run.step,
+            elapsed_s=round(run.watch.elapsed, 1),
+            **scalars,
+        )
+        run.latest_eval[which] = scalars
+    if run.dist.is_main:
+        print(
+            f"epoch {epoch}: "
+            + "  ".join(f"{w} {k}={v}" for w, r in run.latest_eval.items() for k, v in r.items())
+        )
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Export the final weights (the EMA's when kept) and the summary."""
+    final = run.ema.module if run.ema is not None else run.model
+    which = "ema" if run.ema is not None else "model"
+    summary = {
+        "step": run.step,
+        "train_wall_time_s": round(run.watch.elapsed, 1),
+        "final": run.latest_eval.get(which, {}),
+        "eval_of": which,
+        "info": run.info.to_dict(),
+    }
+    if run.dist.is_main:
+        meta = {"config": to_dict(run.cfg), "info": run.info.to_dict()}
+        save_weights(final.state_dict(), run.out / WEIGHTS, meta)
+        write_json(summary, run.out / SUMMARY)
+        print(f"done: {run.step} steps in {run.watch.elapsed / 60:.1f} min; weights at {run.out / WEIGHTS}")
     return summary
