@@ -1,7 +1,6 @@
 """auto precision / memory format: the measurement decides, and leaves no trace on the run."""
 
 import json
-import time
 
 import pytest
 import torch
@@ -16,15 +15,25 @@ from zoo.engine.trainer import resolve_speed_settings
 from .test_trainer import CONFIG, TINY
 
 
-class SlowUnder(ClassificationTask):
-    """A classification task whose loss is slow under one setting, to see the choice follow the clock."""
+class FakeClock:
+    """Seconds that pass only when a test says so: timings are exact on a busy machine."""
 
-    def __init__(self, slow_bf16: bool):
-        self.slow_bf16 = slow_bf16
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowUnder(ClassificationTask):
+    """A classification task whose loss takes 50 ms of the fake clock under one setting and
+    1 ms under the others, to see the choice follow the clock."""
+
+    def __init__(self, slow_bf16: bool, clock: FakeClock):
+        self.slow_bf16, self.clock = slow_bf16, clock
 
     def loss(self, model, batch, cfg):
-        if torch.is_autocast_enabled("cpu") == self.slow_bf16:
-            time.sleep(0.05)
+        self.clock.now += 0.05 if torch.is_autocast_enabled("cpu") == self.slow_bf16 else 0.001
         return super().loss(model, batch, cfg)
 
 
@@ -36,20 +45,27 @@ def test_candidates_cover_what_the_config_leaves_open():
 
 @pytest.mark.parametrize("slow_bf16", [True, False])
 def test_the_fastest_setting_wins_and_slow_ones_are_abandoned(slow_bf16):
-    # A linear model: its own cost, in any precision, is far below the injected 50 ms.
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     batch = (torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)))
-    cfg = load_config(CONFIG)
+    cfg, clock = load_config(CONFIG), FakeClock()
     trials = autotune.time_settings(
-        model, batch, SlowUnder(slow_bf16), cfg, torch.device("cpu"), autotune.candidates("auto", "auto")
+        model,
+        batch,
+        SlowUnder(slow_bf16, clock),
+        cfg,
+        torch.device("cpu"),
+        autotune.candidates("auto", "auto"),
+        clock=clock,
     )
     assert [(t.amp_bf16, t.channels_last) for t in trials] == autotune.candidates("auto", "auto")
     assert autotune.fastest(trials).amp_bf16 is not slow_bf16
     slow = [t for t in trials if t.amp_bf16 is slow_bf16]
     if slow_bf16:  # bf16 comes after the fast float32 trials: abandoned after one timed step
-        assert all(t.abandoned and t.steps == 1 and t.seconds > 0.05 for t in slow)
+        assert all(t.abandoned and t.steps == 1 and t.seconds == pytest.approx(0.05) for t in slow)
     else:  # float32 goes first, with nothing to compare against yet: timed in full
-        assert all(not t.abandoned and t.steps == 3 and t.seconds > 0.05 for t in slow)
+        assert all(not t.abandoned and t.steps == 3 and t.seconds == pytest.approx(0.05) for t in slow)
+    fast = [t for t in trials if t.amp_bf16 is not slow_bf16]
+    assert all(not t.abandoned and t.steps == 3 and t.seconds == pytest.approx(0.001) for t in fast)
     assert "<- chosen" in autotune.describe(trials, batch_size=4)
 
 

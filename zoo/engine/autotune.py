@@ -76,6 +76,7 @@ def time_settings(
     settings: list[tuple[bool, bool]],
     steps: int = 3,
     give_up: float = 3.0,
+    clock=time.perf_counter,
 ) -> list[Trial]:
     """Median seconds per forward + backward step of ``model`` on ``batch`` for each setting.
 
@@ -83,7 +84,8 @@ def time_settings(
     steps; one whose first timed step already takes ``give_up`` times the best median so far
     is abandoned there (an emulated bf16 step can take seconds). Warm-up steps are never
     compared: they pay for one-off kernel setup that differs between settings. Nothing of
-    the caller's state changes: not the model, not the global RNG.
+    the caller's state changes: not the model, not the global RNG. ``clock`` (seconds) is
+    injectable, so tests can be exact.
     """
     trials: list[Trial] = []
     best = math.inf
@@ -97,13 +99,13 @@ def time_settings(
             times = []
             for i in range(steps + 1):
                 _sync(device)
-                start = time.perf_counter()
+                start = clock()
                 with autocast(bf16, device):
                     loss = task.loss(probe, on_device, cfg)
                 loss.backward()
                 probe.zero_grad(set_to_none=True)
                 _sync(device)
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
                 if i == 1 and steps > 1 and times[1] > give_up * best:
                     break
             timed = times[1:]
