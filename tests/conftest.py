@@ -1,11 +1,14 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import zoo
+from zoo.weights import add_entry
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ZOO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -47,3 +50,40 @@ def random_state(name: str = "resnet20", seed: int = 0, **kwargs) -> dict[str, t
         for p in model.parameters():
             p.normal_(0, 0.1)
     return model.state_dict()
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    """BN affine parameters and running statistics away from 1/0, so every block (a zero-init
+    last BN too) matters and eval-mode comparisons between two models mean something."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.2, 0.6, generator=g)
+            m.bias.uniform_(-0.2, 0.2, generator=g)
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(1.0, 2.0, generator=g)
+
+
+@pytest.fixture
+def weight_store(tmp_path, monkeypatch):
+    """An empty manifest and weights folder of the test's own (``ZOO_MANIFEST`` /
+    ``ZOO_WEIGHTS_DIR`` point at them); ``add(name, seed)`` records random weights there."""
+    manifest = tmp_path / "weights_manifest.json"
+    manifest.write_text("[]\n")
+    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    trained = tmp_path / "trained.safetensors"
+
+    def add(name: str, seed: int = 0, **changes):
+        state = random_state(name.split(".")[0], seed)
+        save_file(state, trained)
+        return add_entry(name, trained, **{**WEIGHTS_META, **changes}), state
+
+    return SimpleNamespace(
+        tmp=tmp_path, manifest=manifest, weights=tmp_path / "weights", trained=trained, add=add
+    )

@@ -6,11 +6,9 @@ import pytest
 import timm
 import torch
 
-from zoo._builder import UnknownArgumentError, create_model
+from zoo import UnknownArgumentError, create_model
 
-
-def num_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from .conftest import num_params, randomize_batchnorm
 
 
 @pytest.mark.parametrize(
@@ -24,14 +22,7 @@ def test_param_count(name, expected):
 def test_densenet121_matches_timm():
     torch.manual_seed(0)
     ref = timm.create_model("densenet121", pretrained=False)
-    # Non-trivial running statistics, so eval-mode norms are exercised, not just the identity.
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+    randomize_batchnorm(ref)  # so eval-mode norms are exercised, not just the identity
     model = create_model("densenet121")
     model.load_state_dict(ref.state_dict(), strict=True)
     ref.eval()

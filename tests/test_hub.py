@@ -272,15 +272,10 @@ def test_offline_mode_uses_only_the_cache(online):
 
 
 @pytest.fixture
-def published(tmp_path, monkeypatch):
-    manifest = tmp_path / "weights_manifest.json"
-    manifest.write_text("[]\n")
-    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
-    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
-    save_file(random_state("resnet20", 0), tmp_path / "trained.safetensors")
+def published(weight_store):
     for tag in ("pinned", "other"):
-        add_entry(f"resnet20.{tag}", tmp_path / "trained.safetensors", default=tag == "pinned", **META)
-    return manifest
+        weight_store.add(f"resnet20.{tag}", default=tag == "pinned")
+    return weight_store.manifest
 
 
 def front_matter(card: str) -> dict:
@@ -329,10 +324,11 @@ def test_push_uploads_the_folder_and_pins_the_commit(published, monkeypatch):
 
     monkeypatch.setattr(hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(hub.HfApi, "upload_folder", upload_folder)
-    hub.push("resnet20.pinned", "org/resnet20")
+    monkeypatch.delenv("ZOO_MANIFEST")  # the manifest it records in is the one it is given
+    hub.main(["push", "resnet20.pinned", "--repo", "org/resnet20", "--manifest", str(published)])
     assert calls["create_repo"] == ("org/resnet20", {"private": None, "exist_ok": True})
     assert calls["uploaded"] == ("org/resnet20", ["README.md", "config.json", "model.safetensors"])
-    by_name = {w.name: w for w in load_manifest()}
+    by_name = {w.name: w for w in load_manifest(published)}
     assert (by_name["resnet20.pinned"].hf_repo_id, by_name["resnet20.pinned"].hf_revision) == (
         "org/resnet20",
         "e" * 40,

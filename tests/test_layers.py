@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn as nn
@@ -24,6 +26,7 @@ from zoo.layers import (
     make_divisible,
     stage_strides_and_dilations,
 )
+from zoo.layers.norm import GroupNorm
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +85,13 @@ def test_layernorm2d_normalises_channels_per_sample_and_position():
 def test_groupnorm_groups(channels, groups):
     gn = create_norm("groupnorm", channels)
     assert gn.num_groups == groups and gn.num_channels == channels
+
+
+def test_create_norm_takes_a_partial_as_timm_does():
+    norm = create_norm(partial(GroupNorm, max_groups=4), 32)
+    assert isinstance(norm, GroupNorm) and norm.num_groups == 4
+    with pytest.raises(TypeError, match="partial"):
+        create_norm(partial(max, 1), 32)  # a partial of something that is not a module class
 
 
 def test_unknown_norm_lists_choices():

@@ -1,4 +1,5 @@
-"""The repo's own weights_manifest.json is true: every claim is re-derived from the files.
+"""The manifest shipped in the package (zoo/weights_manifest.json) is true: every claim is
+re-derived from the repository's weight files.
 
 Each check here is done directly (hashlib, safetensors, the model built from its arguments),
 not through zoo.weights, so a bug there cannot hide a false manifest.
@@ -15,10 +16,12 @@ import torch
 
 import zoo
 from zoo.readme import END, START, render_readme
-from zoo.weights import REPO_ROOT, eval_transforms, find_weights, load_manifest, weights_dir
+from zoo.weights import eval_transforms, find_weights, load_manifest
 
-MANIFEST = REPO_ROOT / "weights_manifest.json"
-README = REPO_ROOT / "README.md"
+from .conftest import REPO, num_params
+
+MANIFEST = REPO / "zoo" / "weights_manifest.json"
+README = REPO / "README.md"
 # Names from the raw JSON, so an invalid manifest fails test_manifest_is_valid, not collection.
 _RAW = json.loads(MANIFEST.read_text(encoding="utf-8"))
 NAMES = [
@@ -34,7 +37,7 @@ def test_manifest_is_valid():
 def test_entry_is_true(name, monkeypatch):
     monkeypatch.setenv("ZOO_MANIFEST", str(MANIFEST))
     w = find_weights(name, load_manifest(MANIFEST))
-    path = weights_dir() / w.file
+    path = REPO / "weights" / w.file
     assert path.is_file(), f"{name}: weights file {path} is missing"
     data = path.read_bytes()
     assert len(data) == w.size_bytes, f"{name}: {path} has {len(data)} bytes, manifest says {w.size_bytes}"
@@ -44,8 +47,8 @@ def test_entry_is_true(name, monkeypatch):
 
     model = zoo.create_model(w.arch, num_classes=w.num_classes, in_chans=w.input.in_chans, **w.model_args)
     model.load_state_dict(state, strict=True)
-    assert sum(p.numel() for p in model.parameters()) == w.num_params, f"{name}: num_params is wrong"
-    assert (REPO_ROOT / w.config).is_file(), f"{name}: recipe {w.config} is not in the repo"
+    assert num_params(model) == w.num_params, f"{name}: num_params is wrong"
+    assert (REPO / w.config).is_file(), f"{name}: recipe {w.config} is not in the repo"
 
     loaded = zoo.create_model(w.name, pretrained=True).state_dict()  # and through the public path
     assert all(torch.equal(loaded[k], v) for k, v in state.items())

@@ -15,6 +15,8 @@ from zoo.config import RunConfig
 from zoo.data import DatasetNotFoundError, SampleLoader, camvid
 from zoo.engine import get_task
 
+from .conftest import randomize_batchnorm
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEGMENTERS = zoo.list_models(task="segmentation")
 
@@ -33,17 +35,6 @@ needs_camvid = pytest.mark.skipif(
 )
 
 
-def randomize_norm_stats(model: torch.nn.Module) -> None:
-    """Non-trivial BN statistics and affine parameters, so eval-mode comparisons mean something."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
-
-
 # -- models ---------------------------------------------------------------------------------
 
 
@@ -51,7 +42,8 @@ def test_registered_segmenters():
     assert SEGMENTERS == ["deeplabv3_resnet18", "deeplabv3_resnet50", "fcn_resnet18", "fcn_resnet50"]
     for name in SEGMENTERS:
         entry = get_entry(name)
-        assert entry.input_size == (3, 360, 480) and entry.family == "deeplab"
+        family = "fcn" if name.startswith("fcn") else "deeplab"
+        assert entry.input_size == (3, 360, 480) and entry.family == family
 
 
 @pytest.mark.parametrize("aux_loss", [False, True])
@@ -108,7 +100,7 @@ def test_torchvision_deeplabv3_equivalence(aux_loss):
     torch.manual_seed(0)
     reference = tv_deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=aux_loss)
     with torch.no_grad():
-        randomize_norm_stats(reference)
+        randomize_batchnorm(reference)
     ours = zoo.create_model("deeplabv3_resnet50", num_classes=21, aux_loss=aux_loss)
     ours.load_state_dict(reference.state_dict(), strict=True)
     reference.eval(), ours.eval()

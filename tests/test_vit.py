@@ -7,14 +7,12 @@ import timm
 import torch
 
 import zoo
-from zoo._builder import UnknownArgumentError
+from zoo import UnknownArgumentError
 from zoo._registry import get_entry
 
+from .conftest import num_params
+
 SMALL = ["vit_tiny_patch4_32", "vit_small_patch4_32"]
-
-
-def num_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize(

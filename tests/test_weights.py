@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,10 +19,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import zoo
-import zoo._manifest
+import zoo._paths
 import zoo._registry as registry
 import zoo.readme as readme
 import zoo.weights as weights
+from zoo.models.deeplab import SegmentationModel
+from zoo.models.fcos import FCOS
 from zoo.readme import END, START, render_readme, render_table
 from zoo.weights import (
     ManifestError,
@@ -45,17 +48,14 @@ def same(a: dict, b: dict, skip: tuple[str, ...] = ()) -> bool:
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    manifest = tmp_path / "weights_manifest.json"
-    manifest.write_text("[]\n")
-    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
-    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
-    state = random_state()
-    trained = tmp_path / "trained.safetensors"
-    save_file(state, trained)
-    entry = add_entry("resnet20.test", trained, **META)
+def store(weight_store):
+    entry, state = weight_store.add("resnet20.test")
     return SimpleNamespace(
-        tmp=tmp_path, manifest=manifest, entry=entry, state=state, path=tmp_path / "weights" / entry.file
+        tmp=weight_store.tmp,
+        manifest=weight_store.manifest,
+        entry=entry,
+        state=state,
+        path=weight_store.weights / entry.file,
     )
 
 
@@ -233,6 +233,37 @@ def test_one_input_channel_sums_the_first_conv(store):
     assert model.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    "cls, args, first_conv",
+    [
+        (SegmentationModel, dict(backbone="densenet121", head="fcn"), "features.conv0"),
+        (FCOS, dict(backbone="densenet121"), "features.conv0"),
+        (SegmentationModel, dict(backbone="resnet18", head="fcn"), "conv1"),
+    ],
+)
+def test_composites_adapt_their_backbones_first_conv(cls, args, first_conv, tmp_path):
+    """A composite's first conv is its backbone's, whatever the backbone: in_chans adapts it."""
+
+    def _zoo_test_composite():
+        return args
+
+    try:
+        registry.register_model(cls, defaults=dict(num_classes=3))(_zoo_test_composite)
+        torch.manual_seed(0)
+        source = zoo.create_model("_zoo_test_composite")
+        assert source.first_conv_name == f"backbone.{first_conv}"
+        save_file(source.state_dict(), tmp_path / "composite.safetensors")
+        model = zoo.create_model(
+            "_zoo_test_composite", checkpoint_path=tmp_path / "composite.safetensors", in_chans=1
+        )
+    finally:
+        registry._MODELS.pop("_zoo_test_composite", None)
+    key = f"backbone.{first_conv}.weight"
+    assert model.in_chans == 1 and model.get_submodule(f"backbone.{first_conv}").in_channels == 1
+    torch.testing.assert_close(model.state_dict()[key], source.state_dict()[key].sum(1, keepdim=True))
+    assert same(model.state_dict(), source.state_dict(), skip=(key,))
+
+
 def test_features_only_keeps_the_pretrained_backbone(store):
     model = zoo.create_model("resnet20", pretrained=True, features_only=True)
     assert same(model.state_dict(), store.state, skip=("fc.",))
@@ -310,10 +341,38 @@ def test_manifest_round_trips_byte_for_byte(store):
     assert '"mean": [0.49, 0.48, 0.45],' in text  # short lists stay on one line
 
 
-def test_no_manifest_means_no_weights(tmp_path, monkeypatch):
+def test_the_manifest_ships_inside_the_package(monkeypatch):
     monkeypatch.delenv("ZOO_MANIFEST", raising=False)
-    monkeypatch.setattr(zoo._manifest, "REPO_ROOT", tmp_path)  # as in a non-editable install
-    assert load_manifest() == []
+    assert weights.manifest_path() == Path(zoo.__file__).parent / "weights_manifest.json"
+    assert "resnet20.fashion_mnist" in zoo.list_models(pretrained=True)
+
+
+def test_weights_are_looked_for_in_order(store, tmp_path, monkeypatch):
+    """``$ZOO_WEIGHTS_DIR``, the checkout's ``weights/``, the user cache; an explicit path first."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(cache))
+    checkout = zoo._paths.checkout_root()
+    assert weights.local_dirs() == [store.path.parent, checkout / "weights", cache / "weights"]
+    assert weights.local_file(store.entry) == store.path
+    (cache / "weights").mkdir(parents=True)
+    store.path.rename(cache / "weights" / store.entry.file)  # only in the user cache now
+    assert weights.local_file(store.entry) == cache / "weights" / store.entry.file
+    assert same(zoo.create_model("resnet20", pretrained=True).state_dict(), store.state)
+    assert (
+        weights.local_file(store.entry, store.tmp / "trained.safetensors")
+        == store.tmp / "trained.safetensors"
+    )
+    monkeypatch.setattr(zoo._paths, "_PACKAGE_DIR", tmp_path / "site-packages" / "zoo")  # installed
+    assert weights.local_dirs() == [store.path.parent, cache / "weights"]
+
+
+def test_an_installed_zoo_does_not_edit_its_own_manifest(store, monkeypatch):
+    monkeypatch.delenv("ZOO_MANIFEST", raising=False)
+    monkeypatch.setattr(zoo._paths, "_PACKAGE_DIR", store.tmp / "site-packages" / "zoo")
+    with pytest.raises(ValueError, match="installed, not run from a checkout: name the manifest"):
+        add_entry("resnet20.new", store.tmp / "trained.safetensors", **META)
+    add_entry("resnet20.new", store.tmp / "trained.safetensors", manifest=store.manifest, **META)
+    assert [w.name for w in load_manifest(store.manifest)] == ["resnet20.new", "resnet20.test"]
 
 
 # -- recording weights ---------------------------------------------------------------------------------
@@ -360,6 +419,25 @@ def test_cli_add_and_verify(store, capsys):
     )
     weights.main(["verify"])
     assert "ok  resnet32.gray" in capsys.readouterr().out
+
+
+def test_cli_add_edits_the_paths_it_is_given(store, monkeypatch, capsys):
+    monkeypatch.delenv("ZOO_MANIFEST")
+    monkeypatch.delenv("ZOO_WEIGHTS_DIR")
+    other, folder = store.tmp / "other.json", store.tmp / "other_weights"
+    other.write_text("[]\n")
+    weights.main(
+        ["add", "resnet20.other", str(store.tmp / "trained.safetensors"), "--dataset", "cifar10"]
+        + ["--split", "test", "--metrics", '{"top1": 90}', "--mean", "0.5", "0.5", "0.5"]
+        + ["--std", "0.2", "0.2", "0.2", "--config", "c.yaml", "--command", "python train.py"]
+        + ["--eval-command", "python eval.py", "--manifest", str(other), "--weights-dir", str(folder)]
+    )
+    assert f"to {other}" in capsys.readouterr().out
+    assert [w.name for w in load_manifest(other)] == ["resnet20.other"]
+    assert (folder / "resnet20.other.safetensors").read_bytes() == (
+        store.tmp / "trained.safetensors"
+    ).read_bytes()
+    assert "resnet20.other" not in zoo.list_models(pretrained=True)  # the packaged manifest is untouched
 
 
 def test_verify_catches_a_wrong_parameter_count(store):

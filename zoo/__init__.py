@@ -1,8 +1,8 @@
 """zoo: a PyTorch model zoo built around the ideas that make modern CNNs work."""
 
 from . import data, models  # noqa: F401  (models registers every architecture)
-from ._builder import create_model, model_info
-from ._registry import is_model, list_models
+from ._builder import create_model, list_models, model_info
+from ._registry import UnknownArgumentError, is_model
+from ._version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["create_model", "is_model", "list_models", "model_info", "__version__"]
+__all__ = ["UnknownArgumentError", "create_model", "is_model", "list_models", "model_info", "__version__"]

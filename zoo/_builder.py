@@ -1,52 +1,41 @@
-"""``create_model``: one place that turns a name into a built (and possibly pretrained) model."""
+"""The public API: ``create_model``, ``list_models`` and ``model_info``, on top of every other layer.
+
+``create_model`` turns a name into a built (and possibly pretrained) model: the registry
+builds it, ``zoo.hub`` finds the file (locally, else on the Hub), ``zoo.weights`` verifies,
+loads and adapts it.
+"""
 
 from __future__ import annotations
 
-import difflib
-import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from ._registry import get_entry, split_name
+from ._registry import ModelEntry, filter_names, get_entry, list_architectures, split_name
+from .hub import download_external, resolve_file
+from .weights import (
+    build_adapted,
+    build_unvouched,
+    find_weights,
+    load_manifest,
+    read_unverified,
+    read_verified,
+)
 
-
-class UnknownArgumentError(TypeError):
-    """A keyword argument the model does not take (a misspelling, usually)."""
-
-
-def check_kwargs(arch: str, cls: type, kwargs: dict[str, Any]) -> None:
-    """Raise ``UnknownArgumentError`` naming each argument ``cls.__init__`` does not accept."""
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
-    unknown = [k for k in kwargs if k not in accepted]
-    if unknown:
-        hints = []
-        for k in unknown:
-            near = difflib.get_close_matches(k, accepted, n=3, cutoff=0.5)
-            hints.append(f"{k!r}" + (f" (did you mean {', '.join(map(repr, near))}?)" if near else ""))
-        raise UnknownArgumentError(
-            f"{arch} got unknown argument(s) {', '.join(hints)}. It accepts: {', '.join(sorted(accepted))}."
-        )
+HF_HUB_PREFIX = "hf-hub:"
 
 
-def build_model(
-    arch: str, cls: type[nn.Module], model_args: dict[str, Any], kwargs: dict[str, Any]
-) -> nn.Module:
-    """Build ``cls`` from the variant's fixed ``model_args`` and the user's ``kwargs``.
+def list_models(filter: str | list[str] = "", task: str | None = None, pretrained: bool = False) -> list[str]:
+    """Registered names, sorted, filtered by fnmatch pattern(s) and task.
 
-    A user argument that the variant fixes (``depth`` for ``resnet20``) is an error, not a
-    silent override; one the class does not take is an error that names it.
+    With ``pretrained=True`` the list holds ``arch.tag`` names that have weights in the manifest.
     """
-    fixed = sorted(set(model_args) & set(kwargs))
-    if fixed:
-        raise UnknownArgumentError(
-            f"{arch} fixes {', '.join(fixed)} (={', '.join(repr(model_args[k]) for k in fixed)}); "
-            f"pick another registered variant instead of overriding it"
-        )
-    check_kwargs(arch, cls, kwargs)
-    return cls(**model_args, **kwargs)
+    if pretrained:
+        return filter_names([e.name for e in load_manifest()], filter, task)
+    return list_architectures(filter, task)
 
 
 def create_model(
@@ -79,8 +68,6 @@ def create_model(
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
     if pretrained or checkpoint_path:
-        from .weights import create_pretrained
-
         model = create_pretrained(entry, tag, pretrained, checkpoint_path, kwargs)
     else:
         model = entry.fn(**kwargs)
@@ -88,6 +75,38 @@ def create_model(
         model.as_features(out_indices)
     elif out_indices is not None:
         raise ValueError("out_indices only applies with features_only=True")
+    return model
+
+
+def create_pretrained(
+    entry: ModelEntry,
+    tag: str | None,
+    pretrained: bool | str,
+    checkpoint_path: str | Path | None,
+    kwargs: dict,
+) -> nn.Module:
+    """``create_model``'s pretrained path (see ``zoo.weights`` for the order of the steps).
+
+    - ``pretrained="hf-hub:ORG/REPO[@REV]"``: that repo's timm-compatible ``model.safetensors``.
+    - ``checkpoint_path`` with no tag and ``pretrained=False``: that file as is, no manifest check.
+    - otherwise the manifest's weights for ``arch.tag`` (or the arch's default), from
+      ``checkpoint_path`` if given, verified against the manifest either way.
+    """
+    if isinstance(pretrained, str):
+        if not pretrained.startswith(HF_HUB_PREFIX):
+            raise ValueError(f"pretrained must be True, False or 'hf-hub:ORG/REPO', got {pretrained!r}")
+        if tag or checkpoint_path:
+            raise ValueError(
+                f"pretrained={pretrained!r} names its own weights: drop the tag or checkpoint_path"
+            )
+        path = download_external(pretrained[len(HF_HUB_PREFIX) :])
+        return build_unvouched(entry, read_unverified(path), kwargs, source=pretrained)
+    if not pretrained and tag is None:
+        return build_unvouched(entry, read_unverified(checkpoint_path), kwargs, source=str(checkpoint_path))
+    w = find_weights(entry.name if tag is None else f"{entry.name}.{tag}")
+    state = read_verified(resolve_file(w, checkpoint_path), w)
+    model = build_adapted(entry, state, w.name, w.num_classes, w.input.in_chans, w.model_args, kwargs)
+    model.pretrained_weights = w  # lets eval_transforms(model) find the preprocessing
     return model
 
 
@@ -99,8 +118,6 @@ def model_info(
 
     FLOPs come from ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; MACs = FLOPs / 2).
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     if isinstance(name_or_model, str):
         entry = get_entry(name_or_model)
         model = entry.fn()

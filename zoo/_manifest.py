@@ -1,10 +1,14 @@
 """The weights manifest: one typed, validated entry per published weight.
 
-``weights_manifest.json`` (repo root, or ``$ZOO_MANIFEST``) is a JSON list of ``WeightsEntry``
-objects, one per ``arch.tag``. Reading it checks every entry against its type hints: an unknown
-or missing field (with a close match named), a wrong type, an unknown architecture, or an
-architecture with no or two default tags is an error that lists every problem at once. Writing
-it validates first and replaces the file atomically. zoo.weights re-exports everything here.
+``zoo/weights_manifest.json`` (package data: it ships with the package; ``$ZOO_MANIFEST``
+names another) is a JSON list of ``WeightsEntry`` objects, one per ``arch.tag``. Reading it
+checks every entry against its type hints: an unknown or missing field (with a close match
+named), a wrong type, an unknown architecture, or an architecture with no or two default tags
+is an error that lists every problem at once. Writing it validates first and replaces the
+file atomically. zoo.weights re-exports everything here.
+
+Plain typed data: of zoo it imports only the registry (itself importing nothing of zoo), to
+check names and tasks against the registered architectures.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._registry import TASKS, close_matches, get_entry, is_model, list_models, split_name
+from ._registry import TASKS, close_matches, get_entry, is_model, list_architectures, split_name
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGED_MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
@@ -61,7 +65,7 @@ class WeightsEntry:
     label_names: list[str]  # class index -> name; [] when not recorded
     input: InputSpec
     model_args: dict[str, Any]  # further create_model kwargs the weights were trained with
-    config: str  # the YAML recipe, relative to the repo root
+    config: str  # the YAML recipe, relative to the repository root
     command: str  # the exact training command
     eval_command: str  # the exact command that measured the metrics
     train_wall_time_s: float
@@ -77,13 +81,12 @@ class WeightsEntry:
 
 
 def manifest_path() -> Path:
-    return Path(os.environ.get("ZOO_MANIFEST") or REPO_ROOT / "weights_manifest.json")
+    """``$ZOO_MANIFEST``, else the manifest that ships inside the package."""
+    return Path(os.environ.get("ZOO_MANIFEST") or PACKAGED_MANIFEST)
 
 
 def load_manifest(path: str | Path | None = None) -> list[WeightsEntry]:
-    """Every entry of the manifest, validated; ``[]`` when zoo is installed without one."""
-    if path is None and not os.environ.get("ZOO_MANIFEST") and not manifest_path().is_file():
-        return []  # a non-editable install has no repo root; an explicitly named manifest must exist
+    """Every entry of the manifest (``path``, else ``manifest_path()``), validated."""
     path = Path(path or manifest_path())
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -172,7 +175,7 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
     """What one well-typed entry can still get wrong."""
     arch, tag = split_name(e.name)
     if not is_model(arch):
-        near = close_matches(arch, list_models())
+        near = close_matches(arch, list_architectures())
         return [f"unknown architecture {arch!r}" + (f" (did you mean {', '.join(near)}?)" if near else "")]
     problems = []
     if not tag:

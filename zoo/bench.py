@@ -6,7 +6,8 @@
     python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s
     python -m zoo.bench profile                     # where a training step's time goes
 
-Run from the repository root (the torchrun row launches train.py).
+The torchrun row launches the training script ``--train-script`` (default: the checkout's
+``train.py``); relative config paths are read from the current directory.
 
 ``train`` first times forward + backward of the model on a real batch under each
 precision / memory-format setting (the probe ``train.amp_bf16=auto`` and
@@ -38,14 +39,17 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
+from torch.profiler import ProfilerActivity, profile
 
-from . import create_model
+from ._builder import create_model
+from ._paths import checkout_root
 from ._registry import get_entry, split_name
 from .config import load_config
-from .data.classification import REPO_ROOT, cache_dir, load_classification
+from .data.classification import cache_dir, load_classification
 from .engine import get_task, train
 from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, time_settings
 from .engine.trainer import build_model
+from .layers import DeformConv2d
 from .weights import WeightsEntry, WeightsError, find_weights
 
 
@@ -88,7 +92,15 @@ def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: in
 
 
 def zoo_trainer(
-    model_name: str, config: str, steps: int, warmup: int, window: int, bf16: bool, cl: bool, procs: int = 1
+    model_name: str,
+    config: str,
+    steps: int,
+    warmup: int,
+    window: int,
+    bf16: bool,
+    cl: bool,
+    procs: int = 1,
+    train_script: str | Path = "train.py",
 ) -> float:
     """img/s of the zoo trainer itself, read back from its metrics log.
 
@@ -117,12 +129,12 @@ def zoo_trainer(
                 "torch.distributed.run",
                 "--standalone",
                 f"--nproc_per_node={procs}",
-                str(REPO_ROOT / "train.py"),
+                str(train_script),
                 config,
                 *overrides,
             ]
             env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-            subprocess.run(cmd, check=True, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
     rates = [r["img_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return statistics.median(rates)
@@ -162,8 +174,6 @@ PROFILE_STEPS = 10
 def step_profile(recipe: Recipe, setting: Trial, steps: int = PROFILE_STEPS):
     """torch.profiler's averages over ``steps`` training steps (forward, backward, SGD) of a
     copy of the recipe's model on its first batch, under ``setting``."""
-    from torch.profiler import ProfilerActivity, profile
-
     cfg, task, batch, model = recipe
     model = copy.deepcopy(model)
     if setting.channels_last:
@@ -248,8 +258,6 @@ def cpu_description() -> str:
 def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[str, float]]:
     """Seconds for forward + backward of one 3x3 DCNv2 layer (C -> C) on an (N, C, H, W) map,
     median of ``repeats``, for each implementation; a plain 3x3 conv for scale."""
-    from .layers import DeformConv2d
-
     torch.manual_seed(0)
     x = torch.randn(shape)
     layers = {impl: DeformConv2d(shape[1], shape[1], 3, impl=impl) for impl in ("torchvision", "grid_sample")}
@@ -318,6 +326,13 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--json", help="also write the table here")
     parser.add_argument(
+    root = checkout_root()
+    parser.add_argument(
+        "--train-script",
+        type=Path,
+        default=root / "train.py" if root else Path("train.py"),
+        help="train: the script the torchrun row launches (default: the checkout's train.py)",
+    )
         "--slow",
         type=float,
         default=3.0,
@@ -382,7 +397,15 @@ def train_table(args) -> None:
         rows.append((label, ips))
     label = f"zoo trainer, torchrun 2 processes x 1 thread ({best.label})"
     ips = zoo_trainer(
-        args.model, args.config, args.steps, args.warmup, args.window, best.amp_bf16, best.channels_last, 2
+        args.model,
+        args.config,
+        args.steps,
+        args.warmup,
+        args.window,
+        best.amp_bf16,
+        best.channels_last,
+        procs=2,
+        train_script=args.train_script,
     )
     rows.append((label, ips))
     # The same run's ceiling: the convolutions alone, as if everything else in a step were free.

@@ -1,16 +1,19 @@
-"""The Hugging Face Hub: downloading weights and publishing them.
+"""The Hugging Face Hub: downloading weights and publishing them, on top of ``zoo.weights``.
 
+``resolve_file`` is where a manifest weight comes from: ``zoo.weights.local_file`` (an
+explicit path or a local folder), else the Hub repo and commit it was published to.
 Downloads go through ``huggingface_hub.hf_hub_download``, so they honour ``HF_ENDPOINT``,
 ``HF_HUB_OFFLINE``, ``HF_TOKEN`` and the shared HF cache as every other library does; what comes
 down is then checked against the manifest by ``zoo.weights`` before it is parsed.
 
 Publishing a manifest weight::
 
-    python -m zoo.hub push resnet20.fashion_mnist --repo ORG/NAME [--dry-run] [--out DIR]
+    python -m zoo.hub push resnet20.fashion_mnist --repo ORG/NAME [--dry-run] [--out DIR] [--manifest PATH]
 
 builds the repo folder (``model.safetensors``, ``config.json``, a ``README.md`` model card whose
 metadata carries the manifest's metrics as a model-index), uploads it, and records the repo and
-the commit it made in the manifest, so later downloads are pinned to exactly that commit.
+the commit it made in the manifest it is given (default: ``$ZOO_MANIFEST``, else the
+checkout's), so later downloads are pinned to exactly that commit.
 """
 
 from __future__ import annotations
@@ -27,16 +30,20 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
 from ._registry import split_name
+from ._version import __version__
 from .weights import (
-    HUB_FILENAME,
     WeightsEntry,
     WeightsError,
     find_weights,
     load_manifest,
+    local_file,
+    manifest_to_edit,
+    not_found_error,
     read_verified,
-    resolve_file,
     save_manifest,
 )
+
+HUB_FILENAME = "model.safetensors"  # the weights' name inside a Hub repo, as timm publishes them
 
 # zoo's tasks as the Hub names them (pipeline tags and model-index task types).
 HF_TASKS = {
@@ -48,8 +55,6 @@ HF_TASKS = {
 
 def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Path:
     """``filename`` from the Hub repo at ``revision`` (a commit sha pins it), through the HF cache."""
-    from . import __version__
-
     try:
         path = hf_hub_download(
             repo_id, filename, revision=revision, library_name="zoo", library_version=__version__
@@ -63,6 +68,16 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
             f"{type(e).__name__}: {reason}"
         ) from e
     return Path(path)
+
+
+def resolve_file(w: WeightsEntry, checkpoint_path: str | Path | None = None) -> Path:
+    """Where ``w``'s file is: the explicit path, a local folder, or the Hub cache (downloading)."""
+    local = local_file(w, checkpoint_path)
+    if local is not None:
+        return local
+    if w.hf_repo_id:
+        return hub_download(w.hf_repo_id, HUB_FILENAME, revision=w.hf_revision)
+    raise not_found_error(w)
 
 
 def download_external(spec: str) -> Path:
@@ -196,6 +211,8 @@ def push(
     uploaded or recorded. Returns the entry as it now stands.
     """
     w = find_weights(name, load_manifest(manifest))
+    if not dry_run:
+        manifest = manifest_to_edit(manifest)
     if dry_run:
         out = build_repo_folder(w, folder or tempfile.mkdtemp(prefix=f"zoo-push-{w.name}-"))
         print(f"dry run: {w.name} -> {repo_id} would upload {out}: {sorted(p.name for p in out.iterdir())}")
@@ -215,7 +232,7 @@ def push(
     published = dataclasses.replace(current, hf_repo_id=repo_id, hf_revision=commit.oid)
     save_manifest([published if e.name == w.name else e for e in entries], manifest)
     print(f"pushed {w.name} to {commit.commit_url}; the manifest now pins revision {commit.oid}")
-    print("commit weights_manifest.json and run `python -m zoo.readme` to refresh the README table")
+    print(f"commit {manifest or 'the manifest'} and run `python -m zoo.readme` to refresh the README table")
     return published
 
 
@@ -223,14 +240,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.hub", description="Publish weights to the Hub.")
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("push", help="upload a manifest weight and record the Hub commit")
-    cmd.add_argument("name", help="arch.tag, as in weights_manifest.json")
+    cmd.add_argument("name", help="arch.tag, as in the manifest")
     cmd.add_argument("--repo", required=True, help="ORG/NAME on the Hub")
     cmd.add_argument("--dry-run", action="store_true", help="write the folder, upload nothing")
     cmd.add_argument("--out", help="write the folder here (default: a temporary folder)")
     cmd.add_argument("--private", action="store_true", default=None)
+    cmd.add_argument(
+        "--manifest", help="the manifest to read and record in (default: $ZOO_MANIFEST, else zoo's)"
+    )
     args = parser.parse_args(argv)
     try:
-        push(args.name, args.repo, dry_run=args.dry_run, folder=args.out, private=args.private)
+        push(
+            args.name,
+            args.repo,
+            dry_run=args.dry_run,
+            folder=args.out,
+            private=args.private,
+            manifest=args.manifest,
+        )
     except WeightsError as e:
         sys.exit(f"error: {e}")
 

@@ -1,7 +1,8 @@
 """The README's model table, generated from the weights manifest so it can never disagree with it.
 
-``python -m zoo.readme`` rewrites what lies between the two markers in README.md;
-``python -m zoo.readme --check`` only says whether it is current (exit status 1 if not).
+``python -m zoo.readme [--readme PATH]`` rewrites what lies between the two markers in the
+README it is given (default: the checkout's README.md); ``--check`` only says whether it is
+current (exit status 1 if not). The library part, ``render_readme``, takes and returns text.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .weights import REPO_ROOT, WeightsEntry, load_manifest
+from ._paths import checkout_root
+from .weights import WeightsEntry, load_manifest
 
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
-README = REPO_ROOT / "README.md"
 
 
 def render_table(entries: list[WeightsEntry]) -> str:
@@ -68,10 +69,18 @@ def render_readme(text: str, entries: list[WeightsEntry]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.readme", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
-    parser.add_argument("--readme", type=Path, default=README)
+    root = checkout_root()
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=root / "README.md" if root else None,
+        required=root is None,
+        help="the README to update (default: the checkout's)",
+    )
+    parser.add_argument("--manifest", type=Path, help="default: $ZOO_MANIFEST, else the one shipped with zoo")
     args = parser.parse_args(argv)
     text = args.readme.read_text(encoding="utf-8")
-    new = render_readme(text, load_manifest())
+    new = render_readme(text, load_manifest(args.manifest))
     if args.check:
         if new != text:
             sys.exit(f"{args.readme}: the model table is out of date; run `python -m zoo.readme`")

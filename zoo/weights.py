@@ -1,18 +1,21 @@
-"""Pretrained weights: where weight files come from, how they are checked, loaded and adapted.
+"""Pretrained weights on this machine: finding, verifying, loading and adapting them.
 
-The manifest (``weights_manifest.json``: typed, validated entries) lives in ``zoo._manifest``;
-its names are re-exported here. ``create_model(name, pretrained=True)`` ends in
-``create_pretrained``, which
-1. finds the file: an explicit ``checkpoint_path``, else the weights folder (``$ZOO_WEIGHTS_DIR``,
-   default ``weights/``), else the Hub repo and commit the entry was published to;
-2. checks its size and sha256 against the manifest before anything parses it;
-3. parses it as safetensors, never as pickle (unpickling a file can run arbitrary code);
-4. builds a new model with the weights' own ``num_classes``/``in_chans``/``model_args``, loads it
-   ``strict=True``, then adapts it (in ``build_adapted``, the one place that does) to the
+The manifest (``zoo/weights_manifest.json``: typed, validated entries) lives in
+``zoo._manifest``; its names are re-exported here. Downloading from the Hub sits one layer up
+(``zoo.hub``), and ``create_model(name, pretrained=True)`` on top of both:
+1. the file is an explicit ``checkpoint_path``, else the first of ``local_dirs()`` holding it
+   (``$ZOO_WEIGHTS_DIR``, the checkout's ``weights/``, the user cache's ``weights/``), else
+   the Hub repo and commit the entry was published to;
+2. its size and sha256 are checked against the manifest before anything parses it;
+3. it is parsed as safetensors, never as pickle (unpickling a file can run arbitrary code);
+4. a new model is built with the weights' own ``num_classes``/``in_chans``/``model_args``,
+   loaded ``strict=True``, then adapted (in ``build_adapted``, the one place that does) to the
    ``num_classes``/``in_chans`` the caller asked for.
 
-``python -m zoo.weights add NAME FILE ...`` records a new weight (hash, size, dtype, parameter
-count and shapes are computed from the file); ``python -m zoo.weights verify`` re-checks them all.
+``python -m zoo.weights add NAME FILE [--manifest PATH] [--weights-dir DIR]`` records a new
+weight (hash, size, dtype, parameter count and shapes are computed from the file) in the
+manifest and weights folder it is given (default: the checkout's); ``python -m zoo.weights
+verify`` re-checks every entry whose file is on this machine.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
+from timm.models import adapt_input_conv
+from torchvision.transforms import v2
 
 from ._manifest import (
     INTERPOLATIONS,
-    REPO_ROOT,
+    PACKAGED_MANIFEST,
     InputSpec,
     ManifestError,
     WeightsEntry,
@@ -43,6 +48,7 @@ from ._manifest import (
     parse_manifest,
     save_manifest,
 )
+from ._paths import checkout_root, user_cache_dir
 from ._registry import ModelEntry, close_matches, get_entry, split_name
 
 __all__ = [
@@ -51,29 +57,39 @@ __all__ = [
     "WeightsEntry",
     "WeightsError",
     "add_entry",
-    "create_pretrained",
+    "build_adapted",
+    "build_unvouched",
     "eval_transforms",
     "find_weights",
     "load_manifest",
+    "local_dirs",
+    "local_file",
     "manifest_path",
+    "manifest_to_edit",
     "parse_manifest",
+    "read_unverified",
     "read_verified",
-    "resolve_file",
     "save_manifest",
     "verify_entry",
     "weights_dir",
 ]
-
-HUB_FILENAME = "model.safetensors"  # the weights' name inside a Hub repo, as timm publishes them
-HF_HUB_PREFIX = "hf-hub:"
 
 
 class WeightsError(RuntimeError):
     """Weights that cannot be found, do not match the manifest, or do not fit the model."""
 
 
+def local_dirs() -> list[Path]:
+    """The folders searched for weight files, in order: ``$ZOO_WEIGHTS_DIR``, the checkout's
+    ``weights/`` (when zoo runs from one), the user cache's ``weights/``."""
+    root = checkout_root()
+    dirs = [Path(os.environ["ZOO_WEIGHTS_DIR"])] if os.environ.get("ZOO_WEIGHTS_DIR") else []
+    return dirs + ([root / "weights"] if root else []) + [user_cache_dir() / "weights"]
+
+
 def weights_dir() -> Path:
-    return Path(os.environ.get("ZOO_WEIGHTS_DIR") or REPO_ROOT / "weights")
+    """Where new weights are recorded by default: the first of ``local_dirs()``."""
+    return local_dirs()[0]
 
 
 def find_weights(name: str, entries: list[WeightsEntry] | None = None) -> WeightsEntry:
@@ -93,22 +109,21 @@ def find_weights(name: str, entries: list[WeightsEntry] | None = None) -> Weight
 # -- files: where they are, whether they are what the manifest says ---------------------------
 
 
-def resolve_file(w: WeightsEntry, checkpoint_path: str | Path | None = None) -> Path:
-    """Where ``w``'s file is: the explicit path, the weights folder, or the Hub cache (downloading)."""
+def local_file(w: WeightsEntry, checkpoint_path: str | Path | None = None) -> Path | None:
+    """``w``'s file on this machine: the explicit path, else the first of ``local_dirs()`` that
+    holds it; ``None`` when none does (``zoo.hub.resolve_file`` then asks the Hub)."""
     if checkpoint_path is not None:
         if not Path(checkpoint_path).is_file():
             raise WeightsError(f"checkpoint_path {checkpoint_path} does not exist")
         return Path(checkpoint_path)
-    local = weights_dir() / w.file
-    if local.is_file():
-        return local
-    if w.hf_repo_id:
-        from .hub import hub_download
+    return next((d / w.file for d in local_dirs() if (d / w.file).is_file()), None)
 
-        return hub_download(w.hf_repo_id, HUB_FILENAME, revision=w.hf_revision)
-    raise WeightsError(
-        f"weights file {w.file!r} for {w.name} is not in {weights_dir()} (ZOO_WEIGHTS_DIR names "
-        f"another folder) and {w.name} is not published on the Hub (its hf_repo_id is empty)"
+
+def not_found_error(w: WeightsEntry) -> WeightsError:
+    return WeightsError(
+        f"weights file {w.file!r} for {w.name} is not in {', '.join(map(str, local_dirs()))} "
+        f"(ZOO_WEIGHTS_DIR names another folder) and {w.name} is not published on the Hub "
+        f"(its hf_repo_id is empty)"
     )
 
 
@@ -149,37 +164,7 @@ def parse_safetensors(data: bytes, source: str | Path) -> dict[str, torch.Tensor
 # -- building models from weights ------------------------------------------------------------
 
 
-def create_pretrained(
-    entry: ModelEntry, tag: str | None, pretrained: bool | str, checkpoint_path: str | None, kwargs: dict
-) -> nn.Module:
-    """``create_model``'s pretrained path (see the module docstring for the order of the steps).
-
-    - ``pretrained="hf-hub:ORG/REPO[@REV]"``: that repo's timm-compatible ``model.safetensors``.
-    - ``checkpoint_path`` with no tag and ``pretrained=False``: that file as is, no manifest check.
-    - otherwise the manifest's weights for ``arch.tag`` (or the arch's default), from
-      ``checkpoint_path`` if given, verified against the manifest either way.
-    """
-    if isinstance(pretrained, str):
-        if not pretrained.startswith(HF_HUB_PREFIX):
-            raise ValueError(f"pretrained must be True, False or 'hf-hub:ORG/REPO', got {pretrained!r}")
-        if tag or checkpoint_path:
-            raise ValueError(
-                f"pretrained={pretrained!r} names its own weights: drop the tag or checkpoint_path"
-            )
-        from .hub import download_external
-
-        path = download_external(pretrained[len(HF_HUB_PREFIX) :])
-        return _load_unvouched(entry, read_unverified(path), kwargs, source=pretrained)
-    if not pretrained and tag is None:
-        return _load_unvouched(entry, read_unverified(checkpoint_path), kwargs, source=str(checkpoint_path))
-    w = find_weights(entry.name if tag is None else f"{entry.name}.{tag}")
-    state = read_verified(resolve_file(w, checkpoint_path), w)
-    model = build_adapted(entry, state, w.name, w.num_classes, w.input.in_chans, w.model_args, kwargs)
-    model.pretrained_weights = w  # lets eval_transforms(model) find the preprocessing
-    return model
-
-
-def _load_unvouched(entry: ModelEntry, state: dict, kwargs: dict, source: str) -> nn.Module:
+def build_unvouched(entry: ModelEntry, state: dict, kwargs: dict, source: str) -> nn.Module:
     """Load a state dict of unknown shape: read its classes and input channels off the tensors.
 
     A throwaway model built as asked tells which tensors hold the first conv and the classifier.
@@ -216,9 +201,8 @@ def build_adapted(
         raise WeightsError(f"{source} cannot be loaded with {', '.join(clash)}")
     model = entry.fn(**{**model_args, **kwargs}, num_classes=src_classes, in_chans=want_chans)
     if want_chans != src_chans:
-        from timm.models import adapt_input_conv  # sums (1 channel) or repeats-and-rescales the filters
-
         key = f"{model.first_conv_name}.weight"
+        # timm's adapt_input_conv sums the filters (1 channel) or repeats and rescales them
         state = {**state, key: adapt_input_conv(want_chans, state[key])}
     try:
         model.load_state_dict(state, strict=True)
@@ -239,8 +223,6 @@ def build_adapted(
 
 def eval_transforms(weights: str | WeightsEntry | nn.Module):
     """The eval preprocessing recorded with the weights (a name, an entry, or a pretrained model)."""
-    from torchvision.transforms import v2
-
     if isinstance(weights, nn.Module):
         if not hasattr(weights, "pretrained_weights"):
             raise ValueError(f"{type(weights).__name__} was not created with pretrained weights")
@@ -262,8 +244,19 @@ def eval_transforms(weights: str | WeightsEntry | nn.Module):
 
 
 def verify_entry(w: WeightsEntry, path: str | Path | None = None) -> nn.Module:
-    """Re-derive everything the entry claims from its file; return the loaded model."""
-    state = read_verified(path or resolve_file(w), w)
+    """Re-derive everything the entry claims from its file (``path``, else the local one); return
+    the loaded model."""
+    path = path or local_file(w)
+    if path is None:
+        raise (
+            not_found_error(w)
+            if not w.hf_repo_id
+            else WeightsError(
+                f"{w.name}: no local file in {', '.join(map(str, local_dirs()))}; it is published on "
+                f"the Hub ({w.hf_repo_id}), where create_model(..., pretrained=True) fetches and verifies it"
+            )
+        )
+    state = read_verified(path, w)
     model = build_adapted(get_entry(w.arch), state, w.name, w.num_classes, w.input.in_chans, w.model_args, {})
     claims = {"num_params": w.num_params, "dtype": w.dtype}
     actual = {"num_params": sum(p.numel() for p in model.parameters()), "dtype": _float_dtype(state)}
@@ -276,6 +269,18 @@ def verify_entry(w: WeightsEntry, path: str | Path | None = None) -> nn.Module:
 def _float_dtype(state: dict[str, torch.Tensor]) -> str:
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()})
     return "+".join(dtypes)
+
+
+def manifest_to_edit(manifest: str | Path | None) -> Path:
+    """The manifest a tool that records weights edits: ``manifest``, else ``manifest_path()``,
+    which must not be the one inside an installed (not a checkout's) package."""
+    path = Path(manifest or manifest_path())
+    if checkout_root() is None and path.resolve() == PACKAGED_MANIFEST:
+        raise ValueError(
+            "zoo is installed, not run from a checkout: name the manifest to edit "
+            "(--manifest, manifest= or ZOO_MANIFEST), not the installed package's own"
+        )
+    return path
 
 
 def add_entry(
@@ -302,21 +307,27 @@ def add_entry(
     default: bool | None = None,
     replace: bool = False,
     manifest: str | Path | None = None,
+    weights_folder: str | Path | None = None,
 ) -> WeightsEntry:
-    """Record a trained weight: copy it into the weights folder and add its manifest entry.
+    """Record a trained weight: copy it into ``weights_folder`` and add its entry to ``manifest``.
 
-    Hash, size, dtype, parameter count, ``num_classes`` and ``in_chans`` come from the file
-    (which must load strictly). ``input_size`` defaults to the architecture's; ``git_commit`` to
-    the repo's HEAD (pass the commit training ran at if it differs); ``default`` to True for an
-    architecture's first weight. Making a new default clears the old one.
+    The two paths it edits default to ``manifest_path()`` and ``weights_dir()`` (in a checkout:
+    its manifest and ``weights/``); an installed zoo has no checkout, so there they must be
+    given (or named by ``ZOO_MANIFEST`` / ``ZOO_WEIGHTS_DIR``). Hash, size, dtype, parameter
+    count, ``num_classes`` and ``in_chans`` come from the file (which must load strictly).
+    ``input_size`` defaults to the architecture's; ``git_commit`` to the HEAD of the repository
+    holding the manifest (pass the commit training ran at if it differs); ``default`` to True for
+    an architecture's first weight. Making a new default clears the old one.
     """
+    manifest = manifest_to_edit(manifest)
+    weights_folder = Path(weights_folder or weights_dir())
     arch, tag = split_name(name)
     if not tag:
         raise ValueError(f"name must be 'arch.tag', got {name!r}")
     entry, model_args = get_entry(arch), dict(model_args or {})
     data = Path(weights_file).read_bytes()  # read once: the bytes hashed are the bytes copied
     state = parse_safetensors(data, weights_file)
-    model = _load_unvouched(entry, state, model_args, source=str(weights_file))
+    model = build_unvouched(entry, state, model_args, source=str(weights_file))
     entries = load_manifest(manifest)
     if any(e.name == name for e in entries) and not replace:
         raise ValueError(f"{name} is already in the manifest; pass replace=True (--replace) to update it")
@@ -354,13 +365,13 @@ def add_entry(
         eval_command=eval_command,
         train_wall_time_s=float(train_wall_time_s),
         hardware=hardware,
-        git_commit=_git_head() if git_commit is None else git_commit,
+        git_commit=_git_head(manifest.parent) if git_commit is None else git_commit,
         license=license,
         hf_repo_id="",
         hf_revision="",
     )
     parse_manifest([dataclasses.asdict(e) for e in [*others, new]], source="the manifest with " + name)
-    target = weights_dir() / new.file  # copied only once the new manifest is known to be valid
+    target = weights_folder / new.file  # copied only once the new manifest is known to be valid
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.read_bytes() != data:
         target.write_bytes(data)
@@ -368,9 +379,9 @@ def add_entry(
     return new
 
 
-def _git_head() -> str:
+def _git_head(folder: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True)
     except OSError:
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -401,20 +412,28 @@ def main(argv: list[str] | None = None) -> None:
     add.add_argument("--license", default="mit")
     add.add_argument("--default", action=argparse.BooleanOptionalAction, default=None)
     add.add_argument("--replace", action="store_true", help="update an existing entry")
+    add.add_argument("--manifest", help="the manifest to edit (default: $ZOO_MANIFEST, else the checkout's)")
+    add.add_argument(
+        "--weights-dir",
+        dest="weights_folder",
+        help="copy the file here (default: $ZOO_WEIGHTS_DIR, else the checkout's weights/)",
+    )
     verify = commands.add_parser("verify", help="re-check files, hashes, parameter counts and strict loads")
     verify.add_argument("names", nargs="*", help="arch.tag names (default: all)")
+    verify.add_argument("--manifest", help="default: $ZOO_MANIFEST, else the one shipped with zoo")
     args = vars(parser.parse_args(argv))
     if args.pop("command_name") == "verify":
-        for w in load_manifest():
+        for w in load_manifest(args["manifest"]):
             if not args["names"] or w.name in args["names"]:
                 verify_entry(w)
                 print(f"ok  {w.name}")
         return
     labels_file = args.pop("labels_file")
+    manifest = args["manifest"] or manifest_path()
     if labels_file:
         args["label_names"] = Path(labels_file).read_text(encoding="utf-8").splitlines()
     new = add_entry(args.pop("name"), args.pop("file"), **args)
-    print(f"added {new.name} ({new.num_params:,} params, sha256 {new.sha256[:12]}...) to {manifest_path()}")
+    print(f"added {new.name} ({new.num_params:,} params, sha256 {new.sha256[:12]}...) to {manifest}")
     print("now run `python -m zoo.readme` to update the README's model table")
 
 

@@ -7,6 +7,7 @@ LayerNorm ConvNeXt uses for NCHW maps), so it behaves the same at any batch size
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -48,8 +49,12 @@ _NORM_MAP: dict[str, type[nn.Module]] = {
 }
 
 
-def get_norm_layer(norm: str | type[nn.Module] | None) -> type[nn.Module]:
-    """Resolve a norm name (or a class taking ``num_channels``) to a class."""
+NormLayer = str | type[nn.Module] | functools.partial | None
+
+
+def get_norm_layer(norm: NormLayer) -> type[nn.Module] | functools.partial:
+    """Resolve a norm name, a class taking ``num_channels``, or a ``functools.partial`` of such a
+    class (``partial(GroupNorm, max_groups=8)``, as timm's ``get_norm_layer`` accepts) to a callable."""
     if norm is None:
         return NoNorm
     if isinstance(norm, str):
@@ -59,8 +64,16 @@ def get_norm_layer(norm: str | type[nn.Module] | None) -> type[nn.Module]:
         return _NORM_MAP[key]
     if isinstance(norm, type) and issubclass(norm, nn.Module):
         return norm
-    raise TypeError(f"norm must be a name or an nn.Module class, got {type(norm).__name__}")
+    if (
+        isinstance(norm, functools.partial)
+        and isinstance(norm.func, type)
+        and issubclass(norm.func, nn.Module)
+    ):
+        return norm
+    raise TypeError(
+        f"norm must be a name, an nn.Module class or a functools.partial of one, got {type(norm).__name__}"
+    )
 
 
-def create_norm(norm: str | type[nn.Module] | None, num_channels: int) -> nn.Module:
+def create_norm(norm: NormLayer, num_channels: int) -> nn.Module:
     return get_norm_layer(norm)(num_channels)

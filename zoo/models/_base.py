@@ -1,22 +1,28 @@
-"""What every zoo model shares: input checks, the feature interface and ``features_only``."""
+"""What every zoo model shares: input checks, the feature interface, ``reset_classifier``,
+``features_only``, and building a registered model as another's backbone."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from .._registry import get_entry
+
 
 class ZooModel(nn.Module):
     """Base class: one face for every model.
 
-    Subclasses set ``num_classes``, ``in_chans``, ``feature_info`` (one dict per stage with
-    ``num_chs``, ``reduction`` and ``module``), ``first_conv_name`` and ``classifier_name``
-    (dotted module paths, used when pretrained weights are adapted), and implement ``forward_intermediates``,
-    ``forward_features``, ``forward_head`` and ``reset_classifier``.
+    Subclasses set ``num_classes``, ``in_chans``, ``num_features`` (the classifier's input
+    width), ``feature_info`` (one dict per stage with ``num_chs``, ``reduction`` and
+    ``module``), ``first_conv_name`` and ``classifier_name`` (dotted module paths, used when
+    pretrained weights are adapted), and implement ``forward_intermediates``,
+    ``forward_features`` and ``forward_head``. ``reset_classifier`` puts a new linear layer
+    (or ``Identity`` for 0 classes) at ``classifier_name``; dense predictors override it.
     """
 
     num_classes: int
     in_chans: int
+    num_features: int
     feature_info: list[dict]
     first_conv_name: str = ""
     classifier_name: str = ""
@@ -61,7 +67,10 @@ class ZooModel(nn.Module):
         raise NotImplementedError
 
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        """A new, freshly initialised classifier for ``num_classes`` (0: none, ``Identity``)."""
+        self.num_classes = num_classes
+        parent, _, name = self.classifier_name.rpartition(".")
+        setattr(self.get_submodule(parent), name, classifier_or_identity(self.num_features, num_classes))
 
     def get_classifier(self) -> nn.Module:
         """The layer that produces the logits (``classifier_name``)."""
@@ -96,3 +105,11 @@ class ZooModel(nn.Module):
 def classifier_or_identity(in_features: int, num_classes: int) -> nn.Module:
     """A linear classifier, or ``Identity`` when ``num_classes`` is 0 (features only)."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def create_backbone(name: str, out_indices: tuple[int, ...], **kwargs) -> ZooModel:
+    """The registered model ``name`` as a feature extractor (``features_only``), for composites.
+
+    A composite names its first conv after the backbone's: ``f"backbone.{backbone.first_conv_name}"``.
+    """
+    return get_entry(name).fn(**kwargs).as_features(out_indices)

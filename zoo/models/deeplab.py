@@ -1,7 +1,7 @@
 """DeepLabV3 (Chen et al., "Rethinking Atrous Convolution for Semantic Image Segmentation",
 2017) and the FCN baseline (Long et al., CVPR 2015), on any registered backbone.
 
-A backbone is built with ``create_model(..., features_only=True, output_stride=...)``; the
+A backbone is any registered model built ``features_only`` with the given ``output_stride``; the
 head reads its last feature map and the logits are upsampled bilinearly to the input size.
 The forward returns a dict as torchvision's segmentation models do: ``{"out": logits}``,
 plus ``"aux"`` when the auxiliary FCN head on the stage before last is built
@@ -14,14 +14,15 @@ plus ``"aux"`` when the auxiliary FCN head on the stage before last is built
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._builder import build_model, create_model
 from .._registry import register_model
 from ..layers import ASPP, create_norm
-from ._base import ZooModel
+from ._base import ZooModel, create_backbone
 
 
 class FCNHead(nn.Sequential):
@@ -75,7 +76,6 @@ class SegmentationModel(ZooModel):
     - ``features_only`` is refused: build the backbone itself with ``create_model`` instead.
     """
 
-    first_conv_name = "backbone.conv1"
     # The layer that holds the classes: the last conv of the head (named ``classifier`` as in torchvision).
     classifier_name = f"classifier.{_LOGITS_INDEX}"
 
@@ -112,15 +112,15 @@ class SegmentationModel(ZooModel):
             raise ValueError(f"a segmentation model needs num_classes > 0, got {num_classes}")
         self.num_classes, self.in_chans, self.aux_loss = num_classes, in_chans, aux_loss
         self.output_stride = output_stride
-        self.backbone = create_model(
+        self.backbone = create_backbone(
             backbone,
+            (-2, -1) if aux_loss else (-1,),
             in_chans=in_chans,
             norm=norm,
             attn=attn,
             output_stride=output_stride,
-            features_only=True,
-            out_indices=(-2, -1) if aux_loss else (-1,),
         )
+        self.first_conv_name = f"backbone.{self.backbone.first_conv_name}"
         self.feature_info = self.backbone.feature_info
         self.num_features = self.feature_info[-1]["num_chs"]
         if head == "deeplabv3":
@@ -191,30 +191,25 @@ def upsample(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _create_segmentation(arch: str, model_args: dict, kwargs: dict) -> SegmentationModel:
-    return build_model(arch, SegmentationModel, model_args, kwargs)
-
-
-# CamVid-sized (360x480), 11 classes by default. No published weights yet.
-def _register():
-    return register_model(task="segmentation", input_size=(3, 360, 480))
+# CamVid-sized (360x480), 11 classes by default.
+_register = partial(register_model, SegmentationModel, task="segmentation", input_size=(3, 360, 480))
 
 
 @_register()
-def deeplabv3_resnet18(**kwargs) -> SegmentationModel:
-    return _create_segmentation("deeplabv3_resnet18", dict(backbone="resnet18", head="deeplabv3"), kwargs)
+def deeplabv3_resnet18():
+    return dict(backbone="resnet18", head="deeplabv3")
 
 
 @_register()
-def deeplabv3_resnet50(**kwargs) -> SegmentationModel:
-    return _create_segmentation("deeplabv3_resnet50", dict(backbone="resnet50", head="deeplabv3"), kwargs)
+def deeplabv3_resnet50():
+    return dict(backbone="resnet50", head="deeplabv3")
 
 
-@_register()
-def fcn_resnet18(**kwargs) -> SegmentationModel:
-    return _create_segmentation("fcn_resnet18", dict(backbone="resnet18", head="fcn"), kwargs)
+@_register(family="fcn")
+def fcn_resnet18():
+    return dict(backbone="resnet18", head="fcn")
 
 
-@_register()
-def fcn_resnet50(**kwargs) -> SegmentationModel:
-    return _create_segmentation("fcn_resnet50", dict(backbone="resnet50", head="fcn"), kwargs)
+@_register(family="fcn")
+def fcn_resnet50():
+    return dict(backbone="resnet50", head="fcn")

@@ -30,7 +30,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._builder import build_model
 from .._registry import register_model
 from ..layers import create_attn, create_norm, stage_strides_and_dilations
 from ._base import ZooModel, classifier_or_identity
@@ -208,14 +207,6 @@ class DenseNet(ZooModel):
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.classifier(x)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.classifier = classifier_or_identity(self.num_features, num_classes)
-
-
-def _create_densenet(arch: str, **kwargs) -> DenseNet:
-    return build_model(arch, DenseNet, kwargs.pop("model_args"), kwargs)
-
 
 def _bc_args(depth: int) -> dict:
     """DenseNet-BC for small images: 3 blocks of (depth - 4) / 6 layers, k = 12."""
@@ -226,27 +217,20 @@ def _bc_args(depth: int) -> dict:
 
 
 # Small-image DenseNet-BC (28-32 px). 10 classes by default, as on CIFAR-10 and Fashion-MNIST.
-_small = partial(register_model, input_size=(3, 32, 32))
-
-
-def _small_densenet(arch: str, depth: int, kwargs: dict) -> DenseNet:
-    kwargs.setdefault("num_classes", 10)
-    return _create_densenet(arch, model_args=_bc_args(depth), **kwargs)
+_small = partial(register_model, DenseNet, input_size=(3, 32, 32), defaults=dict(num_classes=10))
 
 
 @_small()
-def densenet_bc40(**kwargs) -> DenseNet:
-    return _small_densenet("densenet_bc40", 40, kwargs)
+def densenet_bc40():
+    return _bc_args(40)
 
 
 @_small()
-def densenet_bc100(**kwargs) -> DenseNet:
-    return _small_densenet("densenet_bc100", 100, kwargs)
+def densenet_bc100():
+    return _bc_args(100)
 
 
 # ImageNet DenseNets (224 px, 1000 classes), state-dict compatible with timm.
-@register_model()
-def densenet121(**kwargs) -> DenseNet:
-    return _create_densenet(
-        "densenet121", model_args=dict(growth_rate=32, block_config=(6, 12, 24, 16)), **kwargs
-    )
+@register_model(DenseNet)
+def densenet121():
+    return dict(growth_rate=32, block_config=(6, 12, 24, 16))

@@ -35,10 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
-from .._builder import build_model, create_model
 from .._registry import register_model
-from ..layers import DeformConv2d
-from ._base import ZooModel
+from ..layers import DeformConv2d, create_norm
+from ._base import ZooModel, create_backbone
 
 # -- building blocks ----------------------------------------------------------------------
 
@@ -90,12 +89,13 @@ def deform_flags(head_conv: str, num_convs: int, deform_convs: int) -> list[bool
 
 
 class Tower(nn.Module):
-    """3x3 convs (plain or deformable, per ``deform``) + GroupNorm(32) + ReLU, shared by every level."""
+    """3x3 convs (plain or deformable, per ``deform``) + GroupNorm (32 groups where the channels
+    allow) + ReLU, shared by every level."""
 
     def __init__(self, channels: int, deform: list[bool]):
         super().__init__()
         self.convs = nn.ModuleList(_tower_conv(d, channels) for d in deform)
-        self.norms = nn.ModuleList(nn.GroupNorm(32, channels) for _ in deform)
+        self.norms = nn.ModuleList(create_norm("groupnorm", channels) for _ in deform)
 
     def forward(self, x: torch.Tensor, num_layers: int | None = None) -> torch.Tensor:
         """The whole tower, or its first ``num_layers`` layers (the input that conv ``num_layers`` sees)."""
@@ -204,7 +204,6 @@ def centerness_target(ltrb: torch.Tensor) -> torch.Tensor:
 
 
 class FCOS(ZooModel):
-    first_conv_name = "backbone.conv1"
     classifier_name = "head.cls_logits"
 
     def __init__(
@@ -234,9 +233,8 @@ class FCOS(ZooModel):
         """
         super().__init__()
         self.num_classes, self.in_chans, self.head_conv = num_classes, in_chans, head_conv
-        self.backbone = create_model(
-            backbone, features_only=True, out_indices=(-3, -2, -1), in_chans=in_chans, norm=backbone_norm
-        )
+        self.backbone = create_backbone(backbone, (-3, -2, -1), in_chans=in_chans, norm=backbone_norm)
+        self.first_conv_name = f"backbone.{self.backbone.first_conv_name}"
         in_channels = [f["num_chs"] for f in self.backbone.feature_info]
         strides = [f["reduction"] for f in self.backbone.feature_info]
         strides += [strides[-1] * 2 ** (i + 1) for i in range(extra_levels)]
@@ -405,18 +403,12 @@ def _flatten_levels(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps], dim=1)
 
 
-def _create_fcos(arch: str, **kwargs) -> FCOS:
-    return build_model(arch, FCOS, kwargs.pop("model_args"), kwargs)
-
-
 # BCCD: 640x480 images, 3 classes (RBC, WBC, Platelets).
-@register_model(task="detection", input_size=(3, 480, 640))
-def fcos_resnet18(**kwargs) -> FCOS:
-    return _create_fcos("fcos_resnet18", model_args=dict(backbone="resnet18", head_conv="conv"), **kwargs)
+@register_model(FCOS, task="detection", input_size=(3, 480, 640))
+def fcos_resnet18():
+    return dict(backbone="resnet18", head_conv="conv")
 
 
-@register_model(task="detection", input_size=(3, 480, 640))
-def fcos_dcn_resnet18(**kwargs) -> FCOS:
-    return _create_fcos(
-        "fcos_dcn_resnet18", model_args=dict(backbone="resnet18", head_conv="deform"), **kwargs
-    )
+@register_model(FCOS, task="detection", input_size=(3, 480, 640))
+def fcos_dcn_resnet18():
+    return dict(backbone="resnet18", head_conv="deform")

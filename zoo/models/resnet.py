@@ -7,7 +7,8 @@ Two stems, one model class:
   shortcut: the paper's "plain" baseline for the residual ablation.
 - ``stem="imagenet"``: the 7x7/stride-2 conv and max pool, then 4 stages of 64..512 (x4 for
   bottlenecks) channels. Parameter names follow timm, so timm's ``resnet18/34/50`` and
-  ``seresnet50`` state dicts load unchanged (the attention slot is named ``se``, as there).
+  ``seresnet50`` state dicts load unchanged (timm calls the attention slot ``se``; here it is
+  ``attn``, whichever attention it holds, and ``se.*`` tensors load into it).
 
 Every variant takes ``norm=`` (batchnorm, layernorm, groupnorm, none), ``attn=`` (se, cbam,
 None) and ``output_stride=`` (dilation instead of stride in the late stages).
@@ -21,7 +22,6 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .._builder import build_model
 from .._registry import register_model
 from ..layers import create_attn, create_norm, stage_strides_and_dilations
 from ._base import ZooModel, classifier_or_identity
@@ -31,7 +31,22 @@ def conv3x3(in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1) -> nn
     return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _Block(nn.Module):
+    """What both blocks share: the attention slot ``attn``, which loads timm's ``se`` too."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_load_state_dict_pre_hook(_rename_se_to_attn)
+
+
+def _rename_se_to_attn(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """State dicts written by timm (``seresnet50``) and by zoo before the slot was renamed call
+    it ``se``; their tensors load into ``attn`` unchanged, so old files keep loading strictly."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}se.")]:
+        state_dict[f"{prefix}attn.{key[len(prefix) + 3 :]}"] = state_dict.pop(key)
+
+
+class BasicBlock(_Block):
     """Two 3x3 convs; attention (if any) on the residual branch before the addition."""
 
     expansion = 1
@@ -55,7 +70,7 @@ class BasicBlock(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, out_chs, 1, dilation)
         self.bn2 = create_norm(norm, out_chs)
-        self.se = create_attn(attn, out_chs)  # named as in timm; holds whichever attention attn= picks
+        self.attn = create_attn(attn, out_chs)
         self.act2 = nn.ReLU(inplace=True)
         self.shortcut = shortcut
         self.downsample = projection(in_chs, out_chs, stride, norm) if shortcut else None
@@ -68,14 +83,14 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.se is not None:
-            out = self.se(out)
+        if self.attn is not None:
+            out = self.attn(out)
         if self.shortcut:
             out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
         return self.act2(out)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 reduce, 3x3 (carries the stride, "ResNet v1.5"), 1x1 expand by 4."""
 
     expansion = 4
@@ -102,7 +117,7 @@ class Bottleneck(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False)
         self.bn3 = create_norm(norm, out_chs)
-        self.se = create_attn(attn, out_chs)
+        self.attn = create_attn(attn, out_chs)
         self.act3 = nn.ReLU(inplace=True)
         self.shortcut = shortcut
         self.downsample = projection(in_chs, out_chs, stride, norm) if shortcut else None
@@ -116,8 +131,8 @@ class Bottleneck(nn.Module):
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.se is not None:
-            out = self.se(out)
+        if self.attn is not None:
+            out = self.attn(out)
         if self.shortcut:
             out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
         return self.act3(out)
@@ -237,14 +252,6 @@ class ResNet(ZooModel):
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = classifier_or_identity(self.num_features, num_classes)
-
-
-def _create_resnet(arch: str, **kwargs) -> ResNet:
-    return build_model(arch, ResNet, kwargs.pop("model_args"), kwargs)
-
 
 def _cifar_args(depth: int, **extra) -> dict:
     if (depth - 2) % 6:
@@ -254,108 +261,100 @@ def _cifar_args(depth: int, **extra) -> dict:
 
 
 # Small-image ResNets (28-32 px). 10 classes by default, as on CIFAR-10 and Fashion-MNIST.
-_small = partial(register_model, input_size=(3, 32, 32))
-
-
-def _small_resnet(arch: str, depth: int, kwargs: dict, **extra) -> ResNet:
-    kwargs.setdefault("num_classes", 10)
-    return _create_resnet(arch, model_args=_cifar_args(depth, **extra), **kwargs)
+_small = partial(register_model, ResNet, input_size=(3, 32, 32), defaults=dict(num_classes=10))
 
 
 @_small()
-def resnet20(**kwargs) -> ResNet:
-    return _small_resnet("resnet20", 20, kwargs)
+def resnet20():
+    return _cifar_args(20)
 
 
 @_small()
-def resnet32(**kwargs) -> ResNet:
-    return _small_resnet("resnet32", 32, kwargs)
+def resnet32():
+    return _cifar_args(32)
 
 
 @_small()
-def resnet44(**kwargs) -> ResNet:
-    return _small_resnet("resnet44", 44, kwargs)
+def resnet44():
+    return _cifar_args(44)
 
 
 @_small()
-def resnet56(**kwargs) -> ResNet:
-    return _small_resnet("resnet56", 56, kwargs)
+def resnet56():
+    return _cifar_args(56)
 
 
 @_small()
-def resnet110(**kwargs) -> ResNet:
-    return _small_resnet("resnet110", 110, kwargs)
+def resnet110():
+    return _cifar_args(110)
 
 
 @_small()
-def plain20(**kwargs) -> ResNet:
-    return _small_resnet("plain20", 20, kwargs, shortcut=False)
+def plain20():
+    return _cifar_args(20, shortcut=False)
 
 
 @_small()
-def plain56(**kwargs) -> ResNet:
-    return _small_resnet("plain56", 56, kwargs, shortcut=False)
+def plain56():
+    return _cifar_args(56, shortcut=False)
 
 
 @_small()
-def se_resnet20(**kwargs) -> ResNet:
-    return _small_resnet("se_resnet20", 20, kwargs, attn="se")
+def se_resnet20():
+    return _cifar_args(20, attn="se")
 
 
 @_small()
-def se_resnet56(**kwargs) -> ResNet:
-    return _small_resnet("se_resnet56", 56, kwargs, attn="se")
+def se_resnet56():
+    return _cifar_args(56, attn="se")
 
 
 @_small()
-def se_resnet110(**kwargs) -> ResNet:
-    return _small_resnet("se_resnet110", 110, kwargs, attn="se")
+def se_resnet110():
+    return _cifar_args(110, attn="se")
 
 
 @_small()
-def cbam_resnet20(**kwargs) -> ResNet:
-    return _small_resnet("cbam_resnet20", 20, kwargs, attn="cbam")
+def cbam_resnet20():
+    return _cifar_args(20, attn="cbam")
 
 
 @_small()
-def cbam_resnet56(**kwargs) -> ResNet:
-    return _small_resnet("cbam_resnet56", 56, kwargs, attn="cbam")
+def cbam_resnet56():
+    return _cifar_args(56, attn="cbam")
 
 
 @_small()
-def cbam_resnet110(**kwargs) -> ResNet:
-    return _small_resnet("cbam_resnet110", 110, kwargs, attn="cbam")
+def cbam_resnet110():
+    return _cifar_args(110, attn="cbam")
 
 
 # ImageNet ResNets (224 px, 1000 classes), state-dict compatible with timm.
-@register_model()
-def resnet18(**kwargs) -> ResNet:
-    return _create_resnet("resnet18", model_args=dict(block=BasicBlock, layers=(2, 2, 2, 2)), **kwargs)
+@register_model(ResNet)
+def resnet18():
+    return dict(block=BasicBlock, layers=(2, 2, 2, 2))
 
 
-@register_model()
-def resnet34(**kwargs) -> ResNet:
-    return _create_resnet("resnet34", model_args=dict(block=BasicBlock, layers=(3, 4, 6, 3)), **kwargs)
+@register_model(ResNet)
+def resnet34():
+    return dict(block=BasicBlock, layers=(3, 4, 6, 3))
 
 
-@register_model()
-def resnet50(**kwargs) -> ResNet:
-    return _create_resnet("resnet50", model_args=dict(block=Bottleneck, layers=(3, 4, 6, 3)), **kwargs)
+@register_model(ResNet)
+def resnet50():
+    return dict(block=Bottleneck, layers=(3, 4, 6, 3))
 
 
-@register_model()
-def resnet101(**kwargs) -> ResNet:
-    return _create_resnet("resnet101", model_args=dict(block=Bottleneck, layers=(3, 4, 23, 3)), **kwargs)
+@register_model(ResNet)
+def resnet101():
+    return dict(block=Bottleneck, layers=(3, 4, 23, 3))
 
 
-@register_model()
-def se_resnet50(**kwargs) -> ResNet:
-    return _create_resnet(
-        "se_resnet50", model_args=dict(block=Bottleneck, layers=(3, 4, 6, 3), attn="se"), **kwargs
-    )
+@register_model(ResNet)
+def se_resnet50():
+    return dict(block=Bottleneck, layers=(3, 4, 6, 3), attn="se")
 
 
-@register_model()
-def cbam_resnet50(**kwargs) -> ResNet:
-    args = dict(block=Bottleneck, layers=(3, 4, 6, 3), attn="cbam")
-    return _create_resnet("cbam_resnet50", model_args=args, **kwargs)
+@register_model(ResNet)
+def cbam_resnet50():
+    return dict(block=Bottleneck, layers=(3, 4, 6, 3), attn="cbam")

@@ -26,7 +26,6 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from .._builder import build_model
 from .._registry import register_model
 from ..layers import TransformerBlock
 from ._base import ZooModel, classifier_or_identity
@@ -147,58 +146,42 @@ class VisionTransformer(ZooModel):
         x = self.fc_norm(x)
         return x if pre_logits else self.head(x)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = classifier_or_identity(self.num_features, num_classes)
-
-
-def _create_vit(arch: str, **kwargs) -> VisionTransformer:
-    return build_model(arch, VisionTransformer, kwargs.pop("model_args"), kwargs)
-
 
 # ImageNet ViTs (224 px, 1000 classes), state-dict compatible with timm.
-@register_model()
-def vit_tiny_patch16_224(**kwargs) -> VisionTransformer:
-    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create_vit("vit_tiny_patch16_224", model_args=model_args, **kwargs)
+@register_model(VisionTransformer)
+def vit_tiny_patch16_224():
+    return dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
 
 
-@register_model()
-def vit_small_patch16_224(**kwargs) -> VisionTransformer:
-    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create_vit("vit_small_patch16_224", model_args=model_args, **kwargs)
+@register_model(VisionTransformer)
+def vit_small_patch16_224():
+    return dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
 
 
 # Small-image ViTs: 4x4 patches on 32 px images give an 8x8 grid (7x7 with img_size=28).
 # The widths and heads are those of ViT-Ti/S; depth 9 instead of 12 suits the 64-token
 # sequences and small datasets. 10 classes by default, as on CIFAR-10 and Fashion-MNIST.
-_small = partial(register_model, input_size=(3, 32, 32))
-
-
-def _small_vit(arch: str, kwargs: dict, **model_args) -> VisionTransformer:
-    kwargs.setdefault("img_size", 32)
-    kwargs.setdefault("num_classes", 10)
-    return _create_vit(arch, model_args=dict(patch_size=4, depth=9, **model_args), **kwargs)
+_small = partial(
+    register_model, VisionTransformer, input_size=(3, 32, 32), defaults=dict(img_size=32, num_classes=10)
+)
 
 
 @_small()
-def vit_tiny_patch4_32(**kwargs) -> VisionTransformer:
-    return _small_vit("vit_tiny_patch4_32", kwargs, embed_dim=192, num_heads=3)
+def vit_tiny_patch4_32():
+    return dict(patch_size=4, depth=9, embed_dim=192, num_heads=3)
 
 
 @_small()
-def vit_small_patch4_32(**kwargs) -> VisionTransformer:
-    return _small_vit("vit_small_patch4_32", kwargs, embed_dim=384, num_heads=6)
+def vit_small_patch4_32():
+    return dict(patch_size=4, depth=9, embed_dim=384, num_heads=6)
 
 
 # 7x7 patches on 28 px images: a 4x4 grid of 16 tokens. ViT-Ti's width at a quarter of the
 # tokens of the patch-4 models trains at about 2.6x ResNet-20's cost on a 2-core CPU (658 vs
 # 1699 img/s forward + backward, bf16, batch 128, AMD Zen 5), where vit_tiny_patch4_32 at
 # 28 px costs 7x: the concept zoo's self-attention row.
-@register_model(input_size=(1, 28, 28))
-def vit_tiny_patch7_28(**kwargs) -> VisionTransformer:
-    kwargs.setdefault("img_size", 28)
-    kwargs.setdefault("num_classes", 10)
-    kwargs.setdefault("in_chans", 1)
-    model_args = dict(patch_size=7, depth=9, embed_dim=192, num_heads=3)
-    return _create_vit("vit_tiny_patch7_28", model_args=model_args, **kwargs)
+@register_model(
+    VisionTransformer, input_size=(1, 28, 28), defaults=dict(img_size=28, num_classes=10, in_chans=1)
+)
+def vit_tiny_patch7_28():
+    return dict(patch_size=7, depth=9, embed_dim=192, num_heads=3)
