@@ -40,6 +40,10 @@ class InMemoryLoader:
         self.augment, self.rank, self.world = augment, rank, world
         self.local_batch = batch_size // world
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.data)
+
     def __len__(self) -> int:
         """Steps per epoch (training drops the last partial batch)."""
         n = len(self.data)
@@ -93,6 +97,10 @@ class SampleLoader:
         self.dataset, self.batch_size, self.train, self.collate = dataset, batch_size, train, collate
         self.seed, self.transform, self.rank, self.world = seed, transform, rank, world
         self.local_batch = batch_size // world
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.dataset)
 
     def __len__(self) -> int:
         n = len(self.dataset)

@@ -349,7 +349,7 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
     train_loader, eval_loader, info = task.build_loaders(cfg, dist.rank, dist.world)
     if len(train_loader) == 0:
         raise ConfigError(
-            f"data.batch_size {cfg.data.batch_size} is larger than the {len(train_loader.dataset)} "
+            f"data.batch_size {cfg.data.batch_size} is larger than the {train_loader.num_samples} "
             f"samples of {cfg.data.dataset} ({cfg.data.train_split}): not one training step per epoch"
         )
     if dist.is_main:
