@@ -11,7 +11,8 @@ import zoo
 from zoo.weights import add_entry
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("ZOO_SHARED_DATA", REPO.parent / "shared" / "data"))
+# The datasets folder the library reads too (CI sets it); tests that need CamVid or BCCD skip without it.
+DATA_DIR = Path(os.environ["ZOO_DATA_DIR"]) if os.environ.get("ZOO_DATA_DIR") else None
 
 
 def run_env(**extra: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """FCOS detectors, the BCCD loader and the detection task.
 
 Inputs stay small (64-128 px, batch 2); the BCCD tests read the real files when
-``../shared/data/bccd`` exists and skip otherwise.
+``$ZOO_DATA_DIR/bccd`` exists and skip otherwise.
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ import torch
 import zoo
 from zoo import create_model
 from zoo.config import RunConfig
-from zoo.data import DatasetNotFoundError, SampleLoader
+from zoo.data import DataFileError, DatasetNotFoundError, SampleLoader, dataset_info
 from zoo.data import bccd as bccd_module
-from zoo.data.bccd import BCCDDataset, DetectionTransform, collate_detection, parse_annotation
+from zoo.data.bccd import BCCDDataset, parse_annotation
+from zoo.data.detection import DetectionTransform, collate_detection
 from zoo.engine import evaluate, get_task
 from zoo.layers import DeformConv2d
 from zoo.models.fcos import assign_locations, deform_flags, level_locations
 
-from .conftest import SHARED_DATA
+from .conftest import DATA_DIR
 
 DETECTORS = zoo.list_models(task="detection")
-BCCD_DIR = SHARED_DATA / "bccd" / "BCCD"
+BCCD_DIR = DATA_DIR / "bccd" / "BCCD" if DATA_DIR else None
 needs_bccd = pytest.mark.skipif(
-    not BCCD_DIR.is_dir(), reason=f"BCCD not found at {BCCD_DIR} (see shared/data/README.md)"
+    BCCD_DIR is None or not BCCD_DIR.is_dir(),
+    reason=f"BCCD not found at $ZOO_DATA_DIR/bccd/BCCD ({BCCD_DIR})",
 )
 
 
@@ -239,7 +241,7 @@ def test_bad_head_arguments(kwargs, match):
 
 @needs_bccd
 def test_bccd_splits_and_boxes():
-    root = bccd_module.find_root(str(SHARED_DATA), download=False)
+    root = bccd_module.find_root(str(DATA_DIR), download=False)
     counts = {s: len(bccd_module._read_ids(root, s)) for s in bccd_module.SPLITS}
     assert counts == {"train": 205, "val": 87, "trainval": 292, "test": 72}
     kept, dropped, per_class = 0, {}, torch.zeros(3, dtype=torch.long)
@@ -262,7 +264,7 @@ def test_bccd_splits_and_boxes():
 @needs_bccd
 def test_bccd_warns_about_the_dropped_boxes():
     with pytest.warns(UserWarning, match="BloodImage_00338") as record:
-        data = BCCDDataset("val", str(SHARED_DATA), download=False)
+        data = BCCDDataset("val", str(DATA_DIR), download=False)
     (message,) = [str(w.message) for w in record if "BCCD" in str(w.message)]
     assert "504.0, 337.0, 504.0, 337.0" in message
     assert len(data) == 87
@@ -277,7 +279,6 @@ def test_bccd_warns_about_the_dropped_boxes():
 def test_bccd_absent_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv("ZOO_DATA_DIR", raising=False)
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(bccd_module, "REPO_ROOT", tmp_path / "repo")
     with pytest.raises(DatasetNotFoundError) as err:
         BCCDDataset("train", str(tmp_path / "mine"), download=False)  # test ships in datasets/
     message = str(err.value)
@@ -352,15 +353,16 @@ def test_detection_task_loss_and_eval_step():
     torch.manual_seed(0)
     task = get_task("detection")
     assert task.primary_metric == "map_50" and task.tolerance == 0.005
-    loader = SampleLoader(TinyDetectionSet(), 2, False, collate_detection, transform=DetectionTransform())
+    loader = SampleLoader(
+        TinyDetectionSet(), 2, False, collate_detection, transform=DetectionTransform((0.5,) * 3, (0.25,) * 3)
+    )
     batch = task.to_device(next(iter(loader)), torch.device("cpu"), channels_last=True)
     assert task.batch_size(batch) == 2
     model = create_model("fcos_resnet18", score_thresh=0.001).train()
     loss = task.loss(model, batch, RunConfig())
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
-    info = {"classes": ["RBC", "WBC", "Platelets"], "num_classes": 3}
-    result = evaluate(model, loader, task, info)
+    result = evaluate(model, loader, task, dataset_info("bccd"))
     assert model.training  # evaluate restores the mode
     assert set(result) >= {"map", "map_50", "map_75", "per_class_ap", "num_samples"}
     assert all(0.0 <= result[k] <= 1.0 for k in ("map", "map_50", "map_75"))
@@ -370,8 +372,74 @@ def test_detection_task_loss_and_eval_step():
 
 @needs_bccd
 def test_detection_eval_loader_on_bccd():
-    loader, info = get_task("detection").build_eval_loader("bccd", "test", str(SHARED_DATA), 2)
-    assert info["num_classes"] == 3 and info["input_size"] == [480, 640] and info["num_samples"] == 72
+    loader, info = get_task("detection").build_eval_loader("bccd", "test", str(DATA_DIR), 2)
+    assert info.num_classes == 3 and info.input_size == (480, 640) and len(loader.dataset) == 72
     images, targets = next(iter(loader))
     assert images.shape == (2, 3, 480, 640) and len(targets) == 2
     assert len(loader) == 36
+
+
+# -- unreadable files name themselves -------------------------------------------------------------
+
+VOC = (
+    "<annotation>{size}<object><name>WBC</name><bndbox><xmin>{xmin}</xmin><ymin>11</ymin>"
+    "<xmax>20</xmax><ymax>50</ymax></bndbox></object></annotation>"
+)
+SIZE = "<size><width>32</width><height>16</height></size>"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (VOC.format(size=SIZE, xmin=1)[:-20], "malformed XML"),
+        (VOC.format(size="", xmin=1), "no <size><width> element"),
+        (VOC.format(size=SIZE, xmin="abc"), "<xmin> is 'abc', not a number"),
+    ],
+)
+def test_a_bad_annotation_names_its_file(tmp_path, text, message):
+    xml = tmp_path / "bad.xml"
+    xml.write_text(text)
+    with pytest.raises(DataFileError, match=message) as err:
+        parse_annotation(xml)
+    assert str(xml) in str(err.value)
+
+
+def tiny_voc(root, jpeg_bytes: bytes, size: str = SIZE):
+    """A one-image BCCD-layout folder."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for split in bccd_module.SPLITS:
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("im\n")
+    (root / "Annotations" / "im.xml").write_text(VOC.format(size=size, xmin=1))
+    (root / "JPEGImages" / "im.jpg").write_bytes(jpeg_bytes)
+    return root / "JPEGImages" / "im.jpg"
+
+
+def jpeg(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_a_truncated_jpeg_names_its_file(tmp_path):
+    path = tiny_voc(tmp_path / "BCCD", jpeg(32, 16)[:300])
+    with pytest.raises(DataFileError, match="cannot read the image") as err:
+        BCCDDataset("test", str(tmp_path), download=False)
+    assert str(path) in str(err.value)
+
+
+def test_an_image_of_another_size_than_its_annotation_names_both(tmp_path):
+    path = tiny_voc(tmp_path / "BCCD", jpeg(40, 16))
+    with pytest.raises(DataFileError, match="is 40x16 .* says 32x16") as err:
+        BCCDDataset("test", str(tmp_path), download=False)
+    assert str(path) in str(err.value)
+    assert len(BCCDDataset("test", str(tmp_path := tiny_voc_ok(tmp_path)), download=False)) == 1
+
+
+def tiny_voc_ok(tmp_path):
+    tiny_voc(tmp_path / "ok" / "BCCD", jpeg(32, 16))
+    return tmp_path / "ok"

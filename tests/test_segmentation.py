@@ -11,13 +11,23 @@ from torchvision.io import decode_image, read_file
 
 import zoo
 from zoo._registry import get_entry
-from zoo.config import RunConfig
-from zoo.data import DatasetNotFoundError, SampleLoader, camvid
+from zoo.config import DataConfig, RunConfig
+from zoo.data import DataFileError, DatasetNotFoundError, SampleLoader, camvid, dataset_info, segmentation
 from zoo.engine import get_task
 
 from .conftest import randomize_batchnorm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CAMVID = dataset_info("camvid")
+
+
+def train_transform(crop_size, scale_range, base_size):
+    """CamVid's training transform at another base size (small images keep the tests fast)."""
+    return segmentation.train_transform(
+        crop_size, scale_range, CAMVID.mean, CAMVID.std, base_size, CAMVID.ignore_index
+    )
+
+
 SEGMENTERS = zoo.list_models(task="segmentation")
 
 
@@ -30,7 +40,7 @@ def camvid_root() -> Path | None:
 
 needs_camvid = pytest.mark.skipif(
     camvid_root() is None,
-    reason="CamVid not found (looked in $ZOO_DATA_DIR/camvid and ../shared/data/camvid); "
+    reason="CamVid not found (looked in $ZOO_DATA_DIR/camvid and the user cache); "
     "python -m zoo.data.camvid --download DIR fetches it",
 )
 
@@ -127,7 +137,7 @@ class FixedLogits(torch.nn.Module):
 
 
 def test_void_pixels_are_ignored_by_loss_and_metrics():
-    task, cfg = get_task("segmentation"), RunConfig(task="segmentation")
+    task, cfg = get_task("segmentation"), RunConfig(task="segmentation", data=DataConfig(dataset="camvid"))
     gen = torch.Generator().manual_seed(0)
     target = torch.randint(0, 11, (2, 8, 8), generator=gen)
     target[:, :3] = camvid.VOID
@@ -139,9 +149,9 @@ def test_void_pixels_are_ignored_by_loss_and_metrics():
 
     def measure(logits_):
         loss = task.loss(FixedLogits(logits_), (x, target), cfg)
-        metrics = task.metrics(11)
+        metrics = task.metrics(CAMVID)
         task.eval_step(FixedLogits(logits_), (x, target), metrics)
-        return loss, task.summarize(metrics.compute(), {"classes": list(camvid.CLASSES)})
+        return loss, task.summarize(metrics.compute(), CAMVID)
 
     loss_a, summary_a = measure(logits)
     loss_b, summary_b = measure(other_logits)
@@ -156,13 +166,13 @@ def test_void_pixels_are_ignored_by_loss_and_metrics():
 
 
 def test_perfect_prediction_scores_100_and_aux_and_weights_enter_the_loss():
-    task, cfg = get_task("segmentation"), RunConfig(task="segmentation")
+    task, cfg = get_task("segmentation"), RunConfig(task="segmentation", data=DataConfig(dataset="camvid"))
     target = torch.arange(11).repeat(2, 4, 1)  # (2, 4, 11): every class present
     target[:, 0, :2] = camvid.VOID
     logits = torch.nn.functional.one_hot(target.clamp(max=10), 11).permute(0, 3, 1, 2).float() * 20
-    metrics = task.metrics(11)
+    metrics = task.metrics(CAMVID)
     task.eval_step(FixedLogits(logits), (None, target), metrics)
-    summary = task.summarize(metrics.compute(), {"classes": list(camvid.CLASSES)})
+    summary = task.summarize(metrics.compute(), CAMVID)
     assert summary["miou"] == 100.0 and summary["pixel_acc"] == 100.0
 
     noisy = torch.randn(2, 11, 4, 11, generator=torch.Generator().manual_seed(1))
@@ -175,7 +185,7 @@ def test_perfect_prediction_scores_100_and_aux_and_weights_enter_the_loss():
 
 
 def test_task_loss_on_a_real_model_backpropagates():
-    task, cfg = get_task("segmentation"), RunConfig(task="segmentation")
+    task, cfg = get_task("segmentation"), RunConfig(task="segmentation", data=DataConfig(dataset="camvid"))
     model = zoo.create_model("fcn_resnet18", aux_loss=True)
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 12, (2, 64, 64))
     x, y = task.to_device((x, y), torch.device("cpu"), channels_last=True)
@@ -208,7 +218,7 @@ def decode_labels(image: torch.Tensor) -> torch.Tensor:
 def test_train_transform_pads_with_void_and_keeps_alignment():
     torch.manual_seed(0)
     # No rescaling: a 40x50 sample cropped to 64x64 must be padded; labels stay exact.
-    transform = camvid.train_transform((64, 64), (1.0, 1.0), base_size=(40, 50))
+    transform = train_transform((64, 64), (1.0, 1.0), base_size=(40, 50))
     image, mask = transform(label_encoded_sample())
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert mask.shape == (64, 64) and mask.dtype == torch.uint8
@@ -220,7 +230,7 @@ def test_train_transform_pads_with_void_and_keeps_alignment():
 
 
 def test_train_transform_with_random_scale_stays_aligned():
-    transform = camvid.train_transform((64, 80), (0.5, 2.0), base_size=(80, 100))
+    transform = train_transform((64, 80), (0.5, 2.0), base_size=(80, 100))
     for seed in range(4):
         torch.manual_seed(seed)
         image, mask = transform(label_encoded_sample(80, 100, block=20))
@@ -232,10 +242,10 @@ def test_train_transform_with_random_scale_stays_aligned():
 
 def test_sample_loader_is_deterministic_for_the_seg_transform():
     samples = [label_encoded_sample() for _ in range(4)]
-    transform = camvid.train_transform((32, 32), (0.5, 2.0), base_size=(40, 50))
+    transform = train_transform((32, 32), (0.5, 2.0), base_size=(40, 50))
 
     def batches(seed):
-        loader = SampleLoader(samples, 2, True, camvid.collate, seed=seed, transform=transform)
+        loader = SampleLoader(samples, 2, True, segmentation.collate, seed=seed, transform=transform)
         return list(loader.batches(epoch=1))
 
     first, again, other = batches(0), batches(0), batches(1)
@@ -249,11 +259,11 @@ def test_sample_loader_is_deterministic_for_the_seg_transform():
 
 def test_missing_camvid_error_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_DATA_DIR", str(tmp_path / "env"))
-    monkeypatch.setattr(camvid, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(DatasetNotFoundError) as err:
         camvid.CamVid("test", str(tmp_path / "arg"))
     message = str(err.value)
-    for place in ("arg", "env", "shared"):
+    for place in ("arg", "env", "cache"):
         assert str(tmp_path) in message and place in message
     assert "--download" in message
 
@@ -316,7 +326,19 @@ def test_save_segmentation_overlays(tmp_path):
 
     model = zoo.create_model("fcn_resnet18")
     batches = [(torch.randn(2, 3, 32, 48), torch.randint(0, 12, (2, 32, 48))) for _ in range(2)]
-    info = {"mean": camvid.MEAN, "std": camvid.STD, "palette": camvid.PALETTE}
+    info = CAMVID
     path = save_segmentation_overlays(model, batches, info, 3, tmp_path / "overlays.png")
     grid = decode_image(read_file(str(path)))
     assert grid.shape[0] == 3 and grid.shape[1] > 3 * 32 and grid.shape[2] > 3 * 48  # 3 rows of 3
+
+
+def test_a_truncated_png_names_its_file(tmp_path):
+    from torchvision.io import encode_png
+
+    image, mask = label_encoded_sample(8, 12)
+    image_path, mask_path = tmp_path / "a.png", tmp_path / "a_L.png"
+    image_path.write_bytes(encode_png(image).numpy().tobytes()[:40])
+    mask_path.write_bytes(encode_png(mask[None]).numpy().tobytes())
+    with pytest.raises(DataFileError, match="cannot decode") as err:
+        camvid.decode_pair(image_path, mask_path)
+    assert str(image_path) in str(err.value)

@@ -48,7 +48,7 @@ from .config import load_config
 from .data.classification import cache_dir, load_classification
 from .engine import get_task, train
 from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, time_settings
-from .engine.trainer import build_model
+from .engine.checkpoint import model_from_config
 from .layers import DeformConv2d
 from .weights import WeightsEntry, WeightsError, find_weights
 
@@ -157,7 +157,7 @@ def recipe_setup(model_name: str, config: str, overrides: list[str] = ()) -> Rec
     cfg = load_config(config, [f"model.name={model_name}", *overrides])
     task = get_task(cfg.task)
     loader, _, info = task.build_loaders(cfg)
-    return Recipe(cfg, task, next(iter(loader.batches(0, 0))), build_model(cfg, info))
+    return Recipe(cfg, task, next(iter(loader.batches(0, 0))), model_from_config(cfg, info))
 
 
 def probe_settings(recipe: Recipe, steps: int = 3, give_up: float = math.inf) -> list[Trial]:
