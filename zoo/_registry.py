@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-TASKS = ("classification", "segmentation", "detection")
+from ._tasks import TASKS  # plain names, shared with the engine's task registry
 
 
 class UnknownArgumentError(TypeError):
