@@ -12,6 +12,9 @@ from zoo.weights import load_manifest
 
 ENTRIES = load_manifest()
 
+# Minutes of evaluation, the same as `python eval.py --all` does; CI runs that instead (.ci/run).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
 def test_published_weights_reproduce_their_metrics(entry):
