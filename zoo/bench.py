@@ -325,7 +325,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--json", help="also write the table here")
-    parser.add_argument(
     root = checkout_root()
     parser.add_argument(
         "--train-script",
@@ -333,6 +332,7 @@ def main() -> None:
         default=root / "train.py" if root else Path("train.py"),
         help="train: the script the torchrun row launches (default: the checkout's train.py)",
     )
+    parser.add_argument(
         "--slow",
         type=float,
         default=3.0,
