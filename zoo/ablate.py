@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="write the tables and pictures from the finished runs")
     report.add_argument("matrix")
     report.add_argument("--out", help="folder for the pictures and tables (default: <out_dir>/report)")
+    report.add_argument(
+        "--readme", type=Path, help="also rewrite the table between the concept-table markers here"
+    )
     args = parser.parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
@@ -327,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .ablate_report import write_report
 
-            write_report(matrix, Path(args.out) if args.out else matrix.out_dir / "report")
+            write_report(matrix, Path(args.out) if args.out else matrix.out_dir / "report", args.readme)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -477,7 +477,18 @@ def _no_nan(obj: Any) -> Any:
     return obj
 
 
-def write_report(matrix: Matrix, out: Path) -> dict:
+START, END = "<!-- concept-table:start -->", "<!-- concept-table:end -->"
+
+
+def splice(text: str, block: str, where: str = "README") -> str:
+    """``text`` with what lies between the concept-table markers replaced by ``block``."""
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise ValueError(f"{where} needs the markers {START} and {END} (in that order)")
+    head, rest = text.split(START, 1)
+    return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
+
+
+def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows, sweeps = collect(matrix)
     pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
@@ -500,6 +511,12 @@ def write_report(matrix: Matrix, out: Path) -> dict:
     }
     write_json(_no_nan(results), out / "results.json")
     (out / "table.md").write_text(render_markdown(rows, sweeps) + "\n", encoding="utf-8")
+    if readme is not None:
+        text = readme.read_text(encoding="utf-8")
+        new = splice(text, render_markdown(rows, sweeps), str(readme))
+        if new != text:
+            readme.write_text(new, encoding="utf-8")
+            print(f"updated the concept table in {readme}")
     for p in pictures:
         print(f"wrote {p}")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
