@@ -277,3 +277,20 @@ def test_nothing_bypasses_the_chosen_device(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "time_settings", probe)
     train(config(tmp_path, "train.max_steps=2", "train.eval_every_epochs=1", "train.channels_last=auto"))
     assert seen == {"batches": {chosen}, "evaluate": {chosen}, "probe": {chosen}}
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "last.ckpt"])
+def test_eval_of_a_file_that_is_not_a_run_names_it(stopped_run, tmp_path, name):
+    from zoo.engine import load_run
+
+    path = tmp_path / name
+    path.write_bytes(
+        (stopped_run / "last.ckpt").read_bytes()[:100] if name == "last.ckpt" else b"root:x:0:0\n"
+    )
+    with pytest.raises(CheckpointError) as err:
+        load_run(path)
+    assert str(path) in str(err.value)
+    pickle = tmp_path / "renamed.safetensors"
+    pickle.write_bytes((stopped_run / "last.ckpt").read_bytes())  # a torch pickle under the wrong name
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_run(pickle)
