@@ -114,15 +114,19 @@ class Preprocess:
         scale = min(h / height, w / width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        """(C, H, W) uint8 at the weights' scale (unchanged when already at the input size)."""
         h, w = self.card.input.input_size
-        if tuple(image.shape[-2:]) != (h, w):
-            if self.card.task == "classification" and self.card.input.resize_size is None:
-                image = TF.resize(image, min(h, w), antialias=True)
-                image = TF.center_crop(image, [h, w])
-            elif self.card.task != "classification":
-                image = TF.resize(image, list(self.model_size(*image.shape[-2:])), antialias=True)
-        return self.normalise(image)
+        if tuple(image.shape[-2:]) == (h, w):
+            return image
+        if self.card.task != "classification":
+            return TF.resize(image, list(self.model_size(*image.shape[-2:])), antialias=True)
+        if self.card.input.resize_size is None:  # else the weights' own transforms resize and crop
+            image = TF.center_crop(TF.resize(image, min(h, w), antialias=True), [h, w])
+        return image
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.resize(image))
 
 
 def eval_transforms_for(card: ModelCard):
