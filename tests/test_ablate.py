@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
-from zoo.ablate import LOCK, claim, load_matrix, main, plan, run_matrix
+import zoo
+from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix
 from zoo.ablate_report import RowResult, SeedResult, claim_readings, collect, compare, read_log, render_table
 from zoo.config import ConfigError, load_config
 from zoo.engine import train
+from zoo.weights import load_manifest
 
 from .conftest import REPO
 
@@ -102,7 +106,9 @@ def test_bad_matrix_files_name_the_problem(tmp_path):
     assert main(["status", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_runner_skips_finished_resumes_interrupted_and_a_rerun_changes_nothing(tmp_path, capsys):
+def test_runner_skips_finished_resumes_interrupted_a_rerun_changes_nothing_and_publishes(
+    tmp_path, capsys, monkeypatch
+):
     m = load_matrix(_matrix(tmp_path))
     runs = plan(m)
     run_matrix(m, only="base")  # both seeds of one row
@@ -133,6 +139,21 @@ def test_runner_skips_finished_resumes_interrupted_and_a_rerun_changes_nothing(t
     assert [len(r.seeds) for r in rows] == [2, 2]
     summary = json.loads((runs[2].out_dir / "summary.json").read_text())
     assert rows[0].seeds[1].top1 == summary["final"]["top1"]
+
+    # Publishing: the tagged row's first seed, re-measured, with the spread over both seeds.
+    manifest, folder = tmp_path / "manifest.json", tmp_path / "weights"
+    manifest.write_text("[]")
+    assert publish(m, "a test machine", manifest, folder) == ["resnet20.t"]
+    (entry,) = load_manifest(manifest)
+    assert entry.metrics["top1"] == rows[0].seeds[0].top1
+    assert entry.seeds.values == {"0": rows[0].seeds[0].top1, "1": rows[0].seeds[1].top1}
+    assert entry.command == f"python train.py {m.recipe} " + " ".join(runs[0].overrides)
+    assert publish(m, "a test machine", manifest, folder) == []  # already published
+    monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(folder))
+    loaded = zoo.create_model("resnet20.t", pretrained=True).state_dict()
+    saved = load_file(runs[0].out_dir / "model.safetensors")
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
 
 
 def test_a_diverged_run_is_a_result_not_an_error(tmp_path):

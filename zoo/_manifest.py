@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import json
 import os
+import statistics
 import tempfile
 import types
 import typing
@@ -47,6 +48,25 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class SeedSpread:
+    """The same recipe trained with several seeds: each seed's value of one metric, and their
+    mean and sample standard deviation (null with one seed). The published file is one of them."""
+
+    metric: str  # a key of the entry's metrics, e.g. "top1"
+    values: dict[str, float]  # seed -> the run's own final evaluation of that metric
+    mean: float
+    std: float | None
+
+    @classmethod
+    def of(cls, metric: str, values: dict[str, float]) -> SeedSpread:
+        vals = list(values.values())
+        std = round(statistics.stdev(vals), 4) if len(vals) > 1 else None
+        return cls(
+            metric, {str(k): float(v) for k, v in values.items()}, round(statistics.fmean(vals), 4), std
+        )
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """One weight file and everything needed to trust, use and reproduce it."""
 
@@ -74,6 +94,7 @@ class WeightsEntry:
     license: str
     hf_repo_id: str  # "" until published
     hf_revision: str  # the Hub commit the weights were published at; "" until published
+    seeds: SeedSpread | None = None  # the spread over seeds, where the recipe was run with several
 
     @property
     def arch(self) -> str:
@@ -127,20 +148,28 @@ def _from_dict(cls: type, data: Any, where: str, problems: list[str]) -> Any:
             problems.append(
                 f"{where}: unknown field {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
             )
-    missing = [n for n in names if n not in data]
+    optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    missing = [n for n in names if n not in data and n not in optional]
     if missing:
         problems.append(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
     values = {}
     for name in names:
         if name not in data:
             continue
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _from_dict(hints[name], data[name], f"{where}.{name}", problems)
+        nested = _dataclass_in(hints[name])
+        if nested is not None and data[name] is not None:
+            values[name] = _from_dict(nested, data[name], f"{where}.{name}", problems)
             continue
         ok, values[name] = _coerce(data[name], hints[name])
         if not ok:
             problems.append(f"{where}.{name}: expected {hints[name]}, got {data[name]!r}")
     return cls(**values) if len(problems) == found else None
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass in hint ``tp`` (``X`` or ``X | None``), else None."""
+    options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return next((o for o in options if dataclasses.is_dataclass(o)), None)
 
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -171,6 +200,22 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     return isinstance(value, tp), value
 
 
+def _seed_problems(s: SeedSpread, metrics: dict[str, float]) -> list[str]:
+    """A spread must be over a recorded metric, and its mean and std must be those of its values."""
+    if s.metric not in metrics:
+        return [f"seeds.metric {s.metric!r} is not one of the metrics {sorted(metrics)}"]
+    if not s.values:
+        return ["seeds.values is empty"]
+    vals = list(s.values.values())
+    problems = []
+    if abs(statistics.fmean(vals) - s.mean) > 1e-3:
+        problems.append(f"seeds.mean {s.mean} is not the mean of {vals} ({statistics.fmean(vals):.4f})")
+    std = statistics.stdev(vals) if len(vals) > 1 else None
+    if (std is None) != (s.std is None) or (std is not None and abs(std - s.std) > 1e-3):
+        problems.append(f"seeds.std {s.std} is not the sample standard deviation of {vals} ({std})")
+    return problems
+
+
 def _entry_problems(e: WeightsEntry) -> list[str]:
     """What one well-typed entry can still get wrong."""
     arch, tag = split_name(e.name)
@@ -180,6 +225,8 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
     problems = []
     if not tag:
         problems.append(f"name {e.name!r} needs a tag: 'arch.tag'")
+    if e.seeds is not None:
+        problems += _seed_problems(e.seeds, e.metrics)
     if e.task not in TASKS or e.task != get_entry(arch).task:
         problems.append(f"task {e.task!r} is not {arch}'s task {get_entry(arch).task!r}")
     if Path(e.file).name != e.file or not e.file.endswith(".safetensors"):
@@ -218,10 +265,17 @@ def _manifest_problems(entries: list[WeightsEntry]) -> list[str]:
     return problems
 
 
+def _entry_json(e: WeightsEntry) -> dict[str, Any]:
+    """An entry as JSON, leaving out optional fields at their default (entries stay as short as
+    what they record)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(e) if f.default is not dataclasses.MISSING}
+    return {k: v for k, v in dataclasses.asdict(e).items() if k not in defaults or v != defaults[k]}
+
+
 def save_manifest(entries: list[WeightsEntry], path: str | Path | None = None) -> None:
     """Validate and write the manifest atomically (a reader never sees half a file)."""
     path = Path(path or manifest_path())
-    data = [dataclasses.asdict(e) for e in sorted(entries, key=lambda e: e.name)]
+    data = [_entry_json(e) for e in sorted(entries, key=lambda e: e.name)]
     parse_manifest(data, source=f"new content for {path}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

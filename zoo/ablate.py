@@ -2,7 +2,8 @@
 
     python -m zoo.ablate run configs/fashion_mnist/concept/matrix.yaml      # start or continue
     python -m zoo.ablate status configs/fashion_mnist/concept/matrix.yaml   # what is done
-    python -m zoo.ablate report configs/fashion_mnist/concept/matrix.yaml   # tables and pictures
+    python -m zoo.ablate publish configs/fashion_mnist/concept/matrix.yaml --hardware "..."
+    python -m zoo.ablate_report configs/fashion_mnist/concept/matrix.yaml   # tables and pictures
 
 A matrix file names one shared recipe and the rows that differ from it only in the model
 (architecture and ``create_model`` arguments), the seeds, and optional sweeps (one config
@@ -29,6 +30,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -39,6 +41,10 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, RunConfig, load_config
+from .engine import NonFiniteLossError, train
+from .engine.checkpoint import write_json
+from .engine.evaluator import evaluate_run
+from .weights import SeedSpread, add_entry, load_manifest
 
 SUMMARY, DIVERGED, CHECKPOINT, LOCK = "summary.json", "diverged.json", "last.ckpt", ".ablate.lock"
 
@@ -191,9 +197,6 @@ def select(runs: list[Run], only: str | None) -> list[Run]:
 
 def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
     """Train one run to its end (resuming if it was interrupted); return its final state."""
-    from .engine import NonFiniteLossError, train
-    from .engine.checkpoint import write_json
-
     cfg = load_config(matrix.recipe, [*run.overrides, *extra])
     resume = run.state() == "interrupted"
     print(f"== {run.label}: {'resuming' if resume else 'starting'} in {run.out_dir}", flush=True)
@@ -275,6 +278,75 @@ def _estimate_seconds(run: Run, matrix: Matrix) -> float:
     return max(times) if times and not run.sweep else 0.0
 
 
+def training_command(matrix: Matrix, run: Run) -> str:
+    """The one ``train.py`` command that trains ``run`` on its own."""
+    return " ".join(["python train.py", str(matrix.recipe), *(shlex.quote(o) for o in run.overrides)])
+
+
+def publish(
+    matrix: Matrix,
+    hardware: str,
+    manifest: Path | None = None,
+    weights_folder: Path | None = None,
+    replace: bool = False,
+    tolerance: float = 0.05,
+) -> list[str]:
+    """Add each tagged row's first-seed weights to the manifest as ``<model>.<tag>``, with the
+    top-1 re-measured from the file (it must agree with the run's own final evaluation within
+    ``tolerance`` points) and the spread over every finished seed. Rows whose first seed has
+    not finished, or whose weights file is gone, are skipped and named."""
+    first = matrix.seeds[0]
+    known = {e.name for e in load_manifest(manifest)}
+    added = []
+    for run in plan(matrix):
+        if run.sweep or run.seed != first or not run.row.tag:
+            continue
+        name, weights = f"{run.row.model}.{run.row.tag}", run.out_dir / "model.safetensors"
+        if name in known and not replace:
+            continue
+        if run.state() != "done" or not weights.is_file():
+            print(
+                f"skip {name}: {run.label} is {run.state()}"
+                + ("" if weights.is_file() else ", no weights file")
+            )
+            continue
+        summary = json.loads((run.out_dir / SUMMARY).read_text(encoding="utf-8"))
+        ev = evaluate_run(run.row.model, weights)
+        measured = {k: float(ev.result[k]) for k in ("top1", "top5")}
+        if abs(measured["top1"] - summary["final"]["top1"]) > tolerance:
+            raise RuntimeError(
+                f"{weights}: re-measured top1 {measured['top1']} differs from the run's {summary['final']['top1']}"
+            )
+        seeds = {
+            str(r.seed): json.loads((r.out_dir / SUMMARY).read_text(encoding="utf-8"))["final"]["top1"]
+            for r in plan(matrix)
+            if r.row is run.row and not r.sweep and r.state() == "done"
+        }
+        entry = add_entry(
+            name,
+            weights,
+            dataset=ev.result["dataset"],
+            split=ev.result["split"],
+            metrics=measured,
+            mean=list(ev.info.mean),
+            std=list(ev.info.std),
+            label_names=list(ev.info.classes),
+            config=str(matrix.recipe),
+            command=training_command(matrix, run),
+            eval_command=f"python eval.py {name}",
+            model_args=dict(run.row.args),
+            train_wall_time_s=summary["train_wall_time_s"],
+            hardware=hardware,
+            seeds=SeedSpread.of("top1", seeds),
+            replace=name in known,
+            manifest=manifest,
+            weights_folder=weights_folder,
+        )
+        added.append(entry.name)
+        print(f"published {entry.name}: top1 {measured['top1']} (seeds {seeds})")
+    return added
+
+
 def print_status(matrix: Matrix) -> None:
     runs = plan(matrix)
     for run in runs:
@@ -314,23 +386,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     status = commands.add_parser("status", help="list every run and its state")
     status.add_argument("matrix")
-    report = commands.add_parser("report", help="write the tables and pictures from the finished runs")
-    report.add_argument("matrix")
-    report.add_argument("--out", help="folder for the pictures and tables (default: <out_dir>/report)")
-    report.add_argument(
-        "--readme", type=Path, help="also rewrite the table between the concept-table markers here"
+    pub = commands.add_parser("publish", help="add each tagged row's first-seed weights to the manifest")
+    pub.add_argument("matrix")
+    pub.add_argument("--hardware", required=True, help="what trained them, for the manifest")
+    pub.add_argument("--manifest", type=Path, help="the manifest to edit (default: the checkout's)")
+    pub.add_argument(
+        "--weights-folder", type=Path, help="where the files go (default: the checkout's weights/)"
+    )
+    pub.add_argument(
+        "--replace", action="store_true", help="update entries that exist (e.g. with more seeds)"
     )
     args = parser.parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
         if args.command == "run":
             run_matrix(matrix, args.only, args.until, args.set)
-        elif args.command == "status":
-            print_status(matrix)
+        elif args.command == "publish":
+            publish(matrix, args.hardware, args.manifest, args.weights_folder, args.replace)
         else:
-            from .ablate_report import write_report
-
-            write_report(matrix, Path(args.out) if args.out else matrix.out_dir / "report", args.readme)
+            print_status(matrix)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

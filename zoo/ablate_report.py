@@ -2,16 +2,18 @@
 
 Everything here is computed from what the runs wrote (``summary.json``, ``metrics.jsonl``,
 ``config.json``) and from the models themselves (parameters, MACs, gradient norms at
-initialisation): nothing is typed in. ``python -m zoo.ablate report MATRIX`` writes
+initialisation): nothing is typed in. ``python -m zoo.ablate_report MATRIX`` writes
 ``results.json`` (the numbers the README's table is generated from), ``table.md`` and the
 PNGs into the report folder.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from typing import Any
 import torch
 
 from ._builder import create_model, model_info
-from .ablate import SUMMARY, Matrix, Run, plan
+from .ablate import SUMMARY, Matrix, Run, load_matrix, plan
+from .config import ConfigError
 from .engine.checkpoint import write_json
 
 METRIC = "top1"  # the classification headline, of the EMA weights (what is published)
@@ -521,3 +524,26 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
         print(f"wrote {p}")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.ablate_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("matrix", help="the matrix file the runs were made from")
+    parser.add_argument(
+        "--out", type=Path, help="folder for the pictures and tables (default: <out_dir>/report)"
+    )
+    parser.add_argument(
+        "--readme", type=Path, help="also rewrite the table between the concept-table markers here"
+    )
+    args = parser.parse_args(argv)
+    try:
+        matrix = load_matrix(args.matrix)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_report(matrix, args.out or matrix.out_dir / "report", args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

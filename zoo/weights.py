@@ -42,6 +42,7 @@ from ._manifest import (
     PACKAGED_MANIFEST,
     InputSpec,
     ManifestError,
+    SeedSpread,
     WeightsEntry,
     load_manifest,
     manifest_path,
@@ -54,6 +55,7 @@ from ._registry import ModelEntry, close_matches, get_entry, split_name
 __all__ = [
     "InputSpec",
     "ManifestError",
+    "SeedSpread",
     "WeightsEntry",
     "WeightsError",
     "add_entry",
@@ -305,6 +307,7 @@ def add_entry(
     git_commit: str | None = None,
     license: str = "mit",
     default: bool | None = None,
+    seeds: SeedSpread | None = None,
     replace: bool = False,
     manifest: str | Path | None = None,
     weights_folder: str | Path | None = None,
@@ -369,6 +372,7 @@ def add_entry(
         license=license,
         hf_repo_id="",
         hf_revision="",
+        seeds=seeds,
     )
     parse_manifest([dataclasses.asdict(e) for e in [*others, new]], source="the manifest with " + name)
     target = weights_folder / new.file  # copied only once the new manifest is known to be valid
