@@ -95,3 +95,10 @@ def test_cli_export_prints_the_difference_and_fails_beyond_the_tolerance(tmp_pat
     assert "max |difference|" in printed and out.is_file()
     assert main(["export", "resnet20.fashion_mnist", "--out", str(out), "--tolerance", "-1"]) == 1
     assert "differs from PyTorch" in capsys.readouterr().err
+
+
+def test_bench_onnxruntime_rows():
+    from zoo import bench
+
+    speeds = bench.onnx_inference("resnet20", (1, 3), repeats=1)
+    assert len(speeds) == 2 and all(s is not None and s > 0 for s in speeds)

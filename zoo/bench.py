@@ -3,7 +3,8 @@
     python -m zoo.bench train                       # resnet20 on Fashion-MNIST
     python -m zoo.bench train --model resnet56 --steps 150
     python -m zoo.bench deform                      # DCNv2: torchvision's kernel vs grid_sample
-    python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s
+    python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s: fp32, bf16, onnxruntime
+    python -m zoo.bench infer                       # the same for every published weight
     python -m zoo.bench profile                     # where a training step's time goes
 
 The torchrun row launches the training script ``--train-script`` (default: the checkout's
@@ -41,7 +42,8 @@ import torchvision
 import torchvision.transforms as T
 from torch.profiler import ProfilerActivity, profile
 
-from ._builder import create_model
+from . import export
+from ._builder import create_model, list_models
 from ._paths import checkout_root
 from ._registry import get_entry, split_name
 from .config import load_config
@@ -313,6 +315,31 @@ def inference(name: str, batch: int, bf16: bool, channels_last: bool, repeats: i
     return batch / statistics.median(times[1:])
 
 
+def onnx_inference(name: str, batches: tuple[int, ...], repeats: int) -> list[float | None]:
+    """Images/s of the ONNX export (``zoo.export``) in onnxruntime on the CPU with torch's thread
+    count, per batch size, timed as :func:`inference`; None when it cannot export or run."""
+    model = create_model(name, pretrained=published(name) is not None)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.onnx"
+            export.export_onnx(model, get_entry(name).task, torch.rand(2, *input_shape(name)), path)
+            session = export.onnx_session(path, threads=torch.get_num_threads())
+            speeds = []
+            for batch in batches:
+                torch.manual_seed(0)
+                x = torch.rand(batch, *input_shape(name))
+                times = []
+                for _ in range(repeats + 1):
+                    start = time.perf_counter()
+                    export.run_onnxruntime(path, x, session)
+                    times.append(time.perf_counter() - start)
+                speeds.append(batch / statistics.median(times[1:]))
+            return speeds
+    except (ImportError, export.ExportError, RuntimeError) as err:
+        print(f"{name}: no onnxruntime row ({type(err).__name__}: {err})", file=sys.stderr)
+        return [None] * len(batches)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -354,17 +381,20 @@ def main() -> None:
         for name, sec in rows:
             print(f"| {name} | {sec:.3f} | {rows[0][1] / sec:.1f}x |")
         return
-    if args.what == "infer":
+    if args.what == "infer":  # no names: every published weight
         print(f"threads: {torch.get_num_threads()}  eval mode, median of 5 batches after 1 warm-up")
         print(
-            "\n| model | input | batch | fp32 NCHW img/s | bf16 channels_last img/s |\n|---|---|---:|---:|---:|"
+            "\n| model | input | batch | fp32 NCHW img/s | bf16 channels_last img/s | onnxruntime fp32 img/s |"
+            "\n|---|---|---:|---:|---:|---:|"
         )
-        for name in args.models:
+        for name in args.models or list_models(pretrained=True):
             size = "x".join(map(str, input_shape(name)[1:]))
-            for batch in (1, 8):
+            onnx = onnx_inference(name, (1, 8), repeats=5)
+            for batch, ort_speed in zip((1, 8), onnx):
                 fp32 = inference(name, batch, False, False, repeats=5)
                 bf16 = inference(name, batch, True, True, repeats=5)
-                print(f"| {name} | {size} | {batch} | {fp32:.1f} | {bf16:.1f} |", flush=True)
+                ort_cell = "-" if ort_speed is None else f"{ort_speed:.1f}"
+                print(f"| {name} | {size} | {batch} | {fp32:.1f} | {bf16:.1f} | {ort_cell} |", flush=True)
         return
     train_table(args)
 

@@ -245,11 +245,19 @@ def export_onnx(model: nn.Module, task: str, example: torch.Tensor, path: str | 
     return outputs
 
 
-def run_onnxruntime(path: str | Path, images: torch.Tensor) -> list[np.ndarray]:
-    """Run the ONNX file on ``images`` (N, C, H, W) with onnxruntime's CPU provider."""
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for the file (``threads``: intra-op threads, default onnxruntime's)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(path: str | Path, images: torch.Tensor, session=None) -> list[np.ndarray]:
+    """Run the ONNX file (or an open ``session`` of it) on ``images`` (N, C, H, W)."""
+    session = session or onnx_session(path)
     return session.run(None, {session.get_inputs()[0].name: images.numpy()})
 
 
