@@ -346,3 +346,14 @@ def test_attention_slot_is_attn_and_loads_se_state_dicts(name):
         torch.testing.assert_close(other(x), model(x), atol=0, rtol=0)
     with pytest.raises(RuntimeError, match="Unexpected key"):  # still strict: a stray key fails
         other.load_state_dict({**legacy, "layer1.0.se.extra": torch.zeros(1)}, strict=True)
+
+
+def test_vit_macs_count_the_attention_matmuls():
+    """vit_tiny_patch7_28 counted by hand: 16 patches + a class token (N=17), width D=192, 9 blocks.
+    Per block: qkv 3D^2 N, projection D^2 N, MLP 8D^2 N, and the two attention matmuls (QK^T and
+    AV) 2 N^2 D, which torch's flop counter misses on the CPU unless told."""
+    n, d = 17, 192
+    block = 3 * d * d * n + d * d * n + 8 * d * d * n + 2 * n * n * d
+    patch_embed, head = 16 * 7 * 7 * d, d * 10
+    info = zoo.model_info("vit_tiny_patch7_28", input_size=(1, 28, 28))
+    assert info["macs"] == 9 * block + patch_embed + head

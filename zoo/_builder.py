@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ._registry import ModelEntry, filter_names, get_entry, list_architectures, split_name
 from .hub import download_external, resolve_file
@@ -111,6 +111,15 @@ def create_pretrained(
 
 
 @torch.no_grad()
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch's flop counter knows the CUDA attention kernels but not the one scaled_dot_product_attention
+# runs on the CPU, so a ViT's two attention matmuls per block would count as nothing.
+_CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+
+
 def model_info(
     name_or_model: str | nn.Module, input_size: tuple[int, int, int] | None = None
 ) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def model_info(
             raise ValueError("model_info(model) needs input_size=(C, H, W) when given a module, not a name")
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS)
     with counter:
         model(torch.zeros(1, *input_size))
     model.train(was_training)
