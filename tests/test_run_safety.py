@@ -294,3 +294,19 @@ def test_eval_of_a_file_that_is_not_a_run_names_it(stopped_run, tmp_path, name):
     pickle.write_bytes((stopped_run / "last.ckpt").read_bytes())  # a torch pickle under the wrong name
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_run(pickle)
+
+
+def test_save_weights_gives_the_same_bytes_for_the_same_content(tmp_path):
+    """The metadata's key order (safetensors keeps it in a hash map) does not change the file."""
+    from safetensors import safe_open
+
+    from zoo.engine.checkpoint import save_weights
+
+    state = {"conv.weight": torch.arange(6.0).reshape(2, 3), "fc.bias": torch.ones(2)}
+    meta = {f"key{i}": {"n": i, "nested": {"b": 1, "a": [i]}} for i in range(8)}
+    save_weights(state, tmp_path / "a.safetensors", meta)
+    save_weights(state, tmp_path / "b.safetensors", dict(reversed(meta.items())))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    with safe_open(str(tmp_path / "b.safetensors"), "pt") as f:
+        assert {k: json.loads(v) for k, v in f.metadata().items()} == meta
+        assert torch.equal(f.get_tensor("conv.weight"), state["conv.weight"])

@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from .. import create_model
+from .._builder import create_model
 from ..config import RunConfig, from_saved
 from ..data.registry import DatasetInfo
 
@@ -128,10 +128,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def save_weights(
     state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any] | None = None
 ) -> None:
-    """A safetensors file of contiguous CPU tensors; metadata values are stored as JSON strings."""
+    """A safetensors file of contiguous CPU tensors; metadata values are stored as JSON strings.
+
+    The same tensors and metadata always give the same bytes (so the same sha256): the
+    metadata keys are written sorted (see ``_sorted_metadata``).
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    atomic_write(path, safetensors_bytes(tensors, metadata=meta))
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    atomic_write(path, _sorted_metadata(safetensors_bytes(tensors), meta))
+
+
+def _sorted_metadata(data: bytes, meta: dict[str, str]) -> bytes:
+    """``data`` (a safetensors file without metadata) with ``meta`` in its header, keys sorted.
+
+    safetensors keeps metadata in a Rust hash map, whose order changes from one call to the
+    next, so it is written here instead. The header is JSON after an 8-byte little-endian
+    length, padded with spaces to a multiple of 8 bytes; the tensors' entries and bytes are
+    kept as they are.
+    """
+    if not meta:
+        return data
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    raw = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + size :]
 
 
 def write_json(obj: Any, path: str | Path) -> None:

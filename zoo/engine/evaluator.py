@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .. import create_model
+from .._builder import create_model
 from ..data.registry import DatasetInfo
 from ..weights import find_weights
 from .checkpoint import load_run
