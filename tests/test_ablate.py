@@ -16,7 +16,18 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix
-from zoo.ablate_report import RowResult, SeedResult, claim_readings, collect, compare, read_log, render_table
+from zoo.ablate_report import (
+    RowResult,
+    SeedResult,
+    claim_readings,
+    collect,
+    compare,
+    initial_gradient_norms,
+    read_log,
+    render_markdown,
+    render_table,
+    splice,
+)
 from zoo.config import ConfigError, load_config
 from zoo.engine import train
 from zoo.weights import load_manifest
@@ -201,3 +212,14 @@ def test_a_run_held_by_a_live_runner_is_skipped_and_a_stale_lock_is_taken_over(t
     with claim(run) as mine:
         assert mine and (run.out_dir / LOCK).read_text() == str(os.getpid())
     assert not (run.out_dir / LOCK).exists()
+
+
+def test_readme_concept_table_is_generated_from_the_committed_runs(monkeypatch):
+    monkeypatch.chdir(REPO)  # the matrix's out_dir is relative to the repository root
+    matrix = load_matrix(REPO / "configs/fashion_mnist/concept/matrix.yaml")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    expected = splice(text, render_markdown(*collect(matrix), initial_gradient_norms()))
+    assert text == expected, (
+        "README.md's concept table disagrees with results/fashion_mnist_concept: run "
+        "python -m zoo.ablate_report configs/fashion_mnist/concept/matrix.yaml --readme README.md"
+    )

@@ -149,10 +149,24 @@ def _fmt_cmp(a: RowResult, b: RowResult) -> str:
     return f"`{b.name}` vs `{a.name}`: {diff:+.2f}{spread} points ({verdict})"
 
 
-def claim_readings(rows: list[RowResult], sweeps: list[SweepResult]) -> list[str]:
+def gradient_reading(norms: dict[str, list[float]]) -> str:
+    """How the gradient norm changes from the last 3x3 conv back to the first, per model."""
+    parts = []
+    for name, values in norms.items():
+        if values[-1] == 0 or values[0] == 0:
+            zero = sum(v == 0 for v in values)
+            parts.append(f"`{name}`: {zero} of {len(values)} convs get exactly zero gradient")
+        else:
+            parts.append(f"`{name}`: first / last conv {values[0] / values[-1]:.3g}x")
+    return "**Gradients at initialisation** (3x3 convs, one batch): " + "; ".join(parts) + "."
+
+
+def claim_readings(
+    rows: list[RowResult], sweeps: list[SweepResult], norms: dict[str, list[float]] | None = None
+) -> list[str]:
     """One bullet per claim, built from the numbers; rows without results are left out."""
     by = {r.name: r for r in rows if r.seeds}
-    lines = []
+    lines = [gradient_reading(norms)] if norms else []
 
     def have(*names):
         return all(n in by for n in names)
@@ -239,8 +253,10 @@ def render_table(rows: list[RowResult]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[RowResult], sweeps: list[SweepResult]) -> str:
-    readings = "\n".join(f"- {line}" for line in claim_readings(rows, sweeps))
+def render_markdown(
+    rows: list[RowResult], sweeps: list[SweepResult], norms: dict[str, list[float]] | None = None
+) -> str:
+    readings = "\n".join(f"- {line}" for line in claim_readings(rows, sweeps, norms))
     return render_table(rows) + ("\n\n" + readings if readings else "")
 
 
@@ -287,6 +303,8 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
         drawn = 0
         for name in names:
             run_dir = matrix.out_dir / name / f"seed{first}"
+            if not (run_dir / SUMMARY).is_file():  # finished runs only
+                continue
             epochs, loss, acc = epoch_curves(run_dir)
             if not epochs:
                 continue
@@ -491,16 +509,21 @@ def splice(text: str, block: str, where: str = "README") -> str:
     return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
 
 
-def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    rows, sweeps = collect(matrix)
-    pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
+def initial_gradient_norms() -> dict[str, list[float]]:
+    """plain56 against resnet56 as initialised and with its branches' last BN scale at 1."""
     batch = test_batch()
-    norms = {
+    return {
         "plain56": gradient_norms("plain56", batch),
         "resnet56": gradient_norms("resnet56", batch),
         "resnet56, last BN scale 1": gradient_norms("resnet56", batch, unit_last_bn=True),
     }
+
+
+def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    rows, sweeps = collect(matrix)
+    pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
+    norms = initial_gradient_norms()
     pictures += plot_gradients(norms, out)
     cbam = next((r for r in rows if r.model == "cbam_resnet20"), None)
     cbam_file = matrix.out_dir / "cbam_resnet20" / f"seed{matrix.seeds[0]}" / "model.safetensors"
@@ -513,10 +536,11 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
         "gradient_norms": norms,
     }
     write_json(_no_nan(results), out / "results.json")
-    (out / "table.md").write_text(render_markdown(rows, sweeps) + "\n", encoding="utf-8")
+    markdown = render_markdown(rows, sweeps, norms)
+    (out / "table.md").write_text(markdown + "\n", encoding="utf-8")
     if readme is not None:
         text = readme.read_text(encoding="utf-8")
-        new = splice(text, render_markdown(rows, sweeps), str(readme))
+        new = splice(text, markdown, str(readme))
         if new != text:
             readme.write_text(new, encoding="utf-8")
             print(f"updated the concept table in {readme}")
