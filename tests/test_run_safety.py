@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
+import zoo._io
 from zoo.config import ConfigError, load_config
 from zoo.engine import CheckpointError, NonFiniteLossError, RunFolderError, train
-from zoo.engine import checkpoint as checkpoint_module
 from zoo.engine import trainer as trainer_module
 from zoo.engine.autotune import Trial
 from zoo.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
@@ -196,7 +196,7 @@ def test_a_full_disk_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "write", full)
+    monkeypatch.setattr(zoo._io.os, "write", full)
     with pytest.raises(OSError, match=f"the disk is full: could not write {path}"):
         save_checkpoint({"model": {}, "step": 2, "config": {}}, path)
     monkeypatch.undo()

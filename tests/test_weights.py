@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -364,6 +365,18 @@ def test_manifest_round_trips_byte_for_byte(store):
     save_manifest(load_manifest())
     assert store.manifest.read_text() == text
     assert '"mean": [0.49, 0.48, 0.45],' in text  # short lists stay on one line
+
+
+def test_the_manifest_keeps_the_usual_umask(store):
+    """Written atomically, but not with tempfile's 0600: 0644 under umask 022, 0640 under 027."""
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(umask)
+        try:
+            save_manifest(load_manifest())
+        finally:
+            os.umask(old)
+        assert store.manifest.stat().st_mode & 0o777 == mode
+    assert [p.name for p in store.manifest.parent.glob(".*.tmp")] == []
 
 
 def test_the_manifest_ships_inside_the_package(monkeypatch):

@@ -18,13 +18,13 @@ import difflib
 import json
 import os
 import statistics
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._io import atomic_write
 from ._registry import TASKS, close_matches, get_entry, is_model, list_architectures, split_name
 
 PACKAGED_MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
@@ -277,14 +277,7 @@ def save_manifest(entries: list[WeightsEntry], path: str | Path | None = None) -
     path = Path(path or manifest_path())
     data = [_entry_json(e) for e in sorted(entries, key=lambda e: e.name)]
     parse_manifest(data, source=f"new content for {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_to_json(data) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, (_to_json(data) + "\n").encode("utf-8"))
 
 
 def _to_json(value: Any, depth: int = 0) -> str:

@@ -1,8 +1,9 @@
 """Checkpoints and weights, written atomically and read without unpickling.
 
-Writes go to a temporary file in the same folder (created with the usual umask), are flushed
-to disk, then renamed over the target: a run killed mid-write leaves the previous file
-intact, and ``remove_orphans`` clears the temporary files such a kill leaves behind.
+Writes go through ``zoo._io.atomic_write`` (a temporary file in the same folder, created with
+the usual umask, flushed, then renamed over the target): a run killed mid-write leaves the
+previous file intact, and ``remove_orphans`` clears the temporary files such a kill leaves
+behind.
 
 A checkpoint file holds the serialized training state as one byte payload together with its
 SHA-256, checked on every load, so a corrupted file is refused instead of resumed. It loads
@@ -11,12 +12,9 @@ with ``torch.load(weights_only=True)``; exported weights are safetensors.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .._builder import create_model
+from .._io import atomic_write
 from ..config import RunConfig, from_saved
 from ..data.registry import DatasetInfo
 
@@ -35,48 +34,6 @@ FORMAT = "zoo-checkpoint-2"  # {"format", "sha256", "payload": uint8 tensor of t
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
-def remove_orphans(folder: Path) -> list[Path]:
-    """Delete the temporary files of writes that a kill interrupted (``.<name>.<hex>.tmp``).
-    Call it only while holding the folder's run lock: a live writer's file looks the same."""
-    orphans = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
-    for p in orphans:
-        p.unlink(missing_ok=True)
-    return orphans
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """``data`` into ``path`` or, on any failure, nothing (the old file, if any, stays)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 less the umask
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(
-                err.errno,
-                f"the disk is full: could not write {path} ({len(data):,} bytes); "
-                f"the previous {path.name}, if any, is kept. Free some space and run again",
-            ) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _serialize(obj: Any) -> bytes:

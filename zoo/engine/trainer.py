@@ -32,13 +32,13 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .._io import remove_orphans
 from ..config import ConfigError, RunConfig, from_saved, to_dict
 from ..data.registry import DatasetInfo
 from .autotune import AUTO, autocast, candidates, describe, fastest, native_bf16, time_settings
 from .checkpoint import (
     load_checkpoint,
     model_from_config,
-    remove_orphans,
     save_checkpoint,
     save_weights,
     write_json,
