@@ -235,6 +235,42 @@ def test_one_input_channel_sums_the_first_conv(store):
     assert model.eval()(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
+@pytest.fixture
+def grey(store):
+    """``resnet20.grey``: random 1-channel weights beside the store's 3-channel ``resnet20.test``."""
+    state = random_state("resnet20", 1, in_chans=1)
+    save_file(state, store.tmp / "grey.safetensors")
+    add_entry("resnet20.grey", store.tmp / "grey.safetensors", **{**META, "mean": [0.5], "std": [0.25]})
+    return state
+
+
+@pytest.mark.parametrize(
+    "source, src, want, expected",
+    [
+        ("resnet20.grey", 1, 3, lambda w: torch.cat([w, w, w], 1) / 3),
+        ("resnet20.grey", 1, 2, lambda w: torch.cat([w, w], 1) / 2),
+        ("resnet20.test", 3, 1, lambda w: w.sum(1, keepdim=True)),
+        ("resnet20.test", 3, 6, lambda w: torch.cat([w, w], 1) / 2),
+        ("resnet20.test", 3, 2, lambda w: w[:, :2] * 1.5),
+    ],
+)
+def test_first_conv_adapts_from_any_channel_count_to_any_other(store, grey, source, src, want, expected):
+    """Summed to one channel; otherwise repeated cyclically and scaled by src/want, so an image
+    whose channels copy each other gives the source model's logits."""
+    original = zoo.create_model(source, pretrained=True).eval()
+    model = zoo.create_model(source, pretrained=True, in_chans=want).eval()
+    w = original.conv1.weight
+    assert model.in_chans == want and model.conv1.weight.shape == (16, want, 3, 3)
+    torch.testing.assert_close(model.conv1.weight, expected(w), rtol=0, atol=0)
+    assert same(model.state_dict(), original.state_dict(), skip=("conv1.",))
+    if want % src == 0 or want == 1:  # the copies: grey over 3 channels, RGB twice over 6, ...
+        base = torch.rand(2, min(src, want), 32, 32)
+        with torch.no_grad():
+            got = model(base.repeat(1, want // base.shape[1], 1, 1))
+            ref = original(base.repeat(1, src // base.shape[1], 1, 1))
+        torch.testing.assert_close(got, ref)
+
+
 @pytest.mark.parametrize(
     "cls, args, first_conv",
     [
@@ -264,6 +300,15 @@ def test_composites_adapt_their_backbones_first_conv(cls, args, first_conv, tmp_
     assert model.in_chans == 1 and model.get_submodule(f"backbone.{first_conv}").in_channels == 1
     torch.testing.assert_close(model.state_dict()[key], source.state_dict()[key].sum(1, keepdim=True))
     assert same(model.state_dict(), source.state_dict(), skip=(key,))
+    try:
+        registry.register_model(cls, defaults=dict(num_classes=3))(_zoo_test_composite)
+        model = zoo.create_model(
+            "_zoo_test_composite", checkpoint_path=tmp_path / "composite.safetensors", in_chans=2
+        )
+    finally:
+        registry._MODELS.pop("_zoo_test_composite", None)
+    assert model.get_submodule(f"backbone.{first_conv}").in_channels == 2
+    torch.testing.assert_close(model.state_dict()[key], source.state_dict()[key][:, :2] * 1.5)
 
 
 def test_features_only_keeps_the_pretrained_backbone(store):

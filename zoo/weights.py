@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import subprocess
 import warnings
@@ -34,7 +35,6 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from timm.models import adapt_input_conv
 from torchvision.transforms import v2
 
 from ._manifest import (
@@ -58,6 +58,7 @@ __all__ = [
     "SeedSpread",
     "WeightsEntry",
     "WeightsError",
+    "adapt_first_conv",
     "add_entry",
     "build_adapted",
     "build_unvouched",
@@ -204,8 +205,7 @@ def build_adapted(
     model = entry.fn(**{**model_args, **kwargs}, num_classes=src_classes, in_chans=want_chans)
     if want_chans != src_chans:
         key = f"{model.first_conv_name}.weight"
-        # timm's adapt_input_conv sums the filters (1 channel) or repeats and rescales them
-        state = {**state, key: adapt_input_conv(want_chans, state[key])}
+        state = {**state, key: adapt_first_conv(state[key], want_chans)}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -221,6 +221,30 @@ def build_adapted(
             )
         model.reset_classifier(want_classes)
     return model
+
+
+def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first conv's ``(out, src, kh, kw)`` weight adapted to take ``in_chans`` channels.
+
+    The rule keeps the response to an image whose channels are copies of each other:
+    - to 1 channel: the filters are summed over the source channels, so a grey image gives
+      what the source model gave for that grey replicated over its channels;
+    - to M > 1 channels: the source channels are repeated cyclically up to M (channel ``c``
+      takes source channel ``c % src``) and scaled by ``src / M``. From 1 channel this is
+      repeat-and-divide-by-M (a grey image replicated over M channels gives the original
+      response); from N to a multiple of N, the N-channel image repeated gives the original
+      response; otherwise (3 -> 2, say) it is a start for fine-tuning, as timm does for RGB.
+    """
+    if weight.ndim != 4:
+        raise WeightsError(f"a first conv's weight is (out, in, kh, kw), got shape {tuple(weight.shape)}")
+    src = weight.shape[1]
+    if in_chans == src:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(in_chans, device=weight.device) % src
+    g = math.gcd(src, in_chans)  # src/M as a reduced fraction: 1 -> 3 divides by 3, exactly
+    return weight.index_select(1, index) * (src // g) / (in_chans // g)
 
 
 def eval_transforms(weights: str | WeightsEntry | nn.Module):
