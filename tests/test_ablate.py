@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 import zoo
 from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix
 from zoo.ablate_report import (
+    END,
+    START,
     RowResult,
     SeedResult,
     claim_readings,
@@ -27,6 +29,7 @@ from zoo.ablate_report import (
     render_markdown,
     render_table,
     splice,
+    write_report,
 )
 from zoo.config import ConfigError, load_config
 from zoo.engine import train
@@ -223,3 +226,48 @@ def test_readme_concept_table_is_generated_from_the_committed_runs(monkeypatch):
         "README.md's concept table disagrees with results/fashion_mnist_concept: run "
         "python -m zoo.ablate_report configs/fashion_mnist/concept/matrix.yaml --readme README.md"
     )
+
+
+def _fake_run(folder: Path, top1: float, epochs: int = 3) -> None:
+    """A finished run's small files, as the trainer writes them, without training."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": {"threads": 1, "amp_bf16": True}}))
+    (folder / "summary.json").write_text(json.dumps({"final": {"top1": top1}, "train_wall_time_s": 60.0}))
+    log = []
+    for e in range(epochs):
+        log.append({"kind": "train", "epoch": e, "step": e * 10 + 5, "loss": 2.0 - e, "img_per_s": 900.0})
+        log.append(
+            {"kind": "eval", "which": "model", "epoch": e, "step": e * 10 + 10, "top1": top1 - epochs + e}
+        )
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+
+def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
+    sweeps = [{"name": "lr", "rows": ["base"], "key": "optim.lr", "values": [0.1, 1.0]}]
+    m = load_matrix(_matrix(tmp_path, sweeps=sweeps))
+    runs = {r.label: r for r in plan(m)}
+    for label, top1 in [("base seed 0", 93.0), ("base seed 0 lr=0.1", 92.0), ("base seed 0 lr=1.0", 94.0)]:
+        _fake_run(runs[label].out_dir, top1)
+    diverged = runs["base seed 0 lr=1.0"].out_dir
+    (diverged / "summary.json").unlink()
+    (diverged / "diverged.json").write_text("{}")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
+    results = write_report(m, tmp_path / "report", readme)
+    names = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {
+        "results.json",
+        "table.md",
+        "curves_normalization.png",
+        "accuracy_vs_cost.png",
+        "lr_sweep.png",
+        "gradient_norms.png",
+    } <= names
+    assert [r["mean"] for r in results["rows"]] == [93.0, None]  # layernorm has not run
+    assert [(s["value"], s["top1"], s["diverged"]) for s in results["sweeps"]] == [
+        (0.1, 92.0, False),
+        (1.0, None, True),
+    ]
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert "93.00 (1 seed)" in text and "`base` 0.1: 92.00, 1.0: diverged" in text

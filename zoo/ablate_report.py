@@ -535,7 +535,8 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
         "sweeps": [asdict(s) for s in sweeps],
         "gradient_norms": norms,
     }
-    write_json(_no_nan(results), out / "results.json")
+    results = _no_nan(results)
+    write_json(results, out / "results.json")
     markdown = render_markdown(rows, sweeps, norms)
     (out / "table.md").write_text(markdown + "\n", encoding="utf-8")
     if readme is not None:
