@@ -250,6 +250,56 @@ def test_model_info_module_needs_input_size_and_restores_mode():
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(name=None), TypeError, r"name must be a registered model name \(str.*got None"),
+        (dict(name=20), TypeError, r"name must be a registered model name \(str.*got 20"),
+        (dict(num_classes=-1), ValueError, r"num_classes must be >= 0 \(0 for no classifier\), got -1"),
+        (dict(num_classes="10"), TypeError, r"num_classes must be an int .*got str '10'"),
+        (dict(num_classes=10.0), TypeError, r"num_classes must be an int .*got float 10.0"),
+        (dict(num_classes=True), TypeError, r"num_classes must be an int .*got bool True"),
+        (dict(in_chans="3"), TypeError, r"in_chans must be an int .*got str '3'"),
+        (dict(in_chans=0), ValueError, r"in_chans must be >= 1 .*got 0"),
+        (dict(drop_path_rate=2.0), ValueError, r"drop_path_rate must be a number in \[0, 1\).*got 2.0"),
+        (dict(drop_path_rate=-0.1), ValueError, r"drop_path_rate must be a number in \[0, 1\).*got -0.1"),
+        (dict(name="vit_tiny_patch7_28", drop_path_rate=1.0), ValueError, r"drop_path_rate .*got 1.0"),
+    ],
+)
+def test_create_model_refuses_bad_arguments_in_one_line(kwargs, error, message):
+    kwargs = {"name": "resnet20", **kwargs}
+    with pytest.raises(error, match=message) as err:
+        create_model(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_no_classes_is_still_a_headless_model():
+    model = create_model("resnet20", num_classes=0).eval()
+    assert isinstance(model.fc, torch.nn.Identity) and model(torch.zeros(1, 3, 32, 32)).shape == (1, 64)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 0 .*got -2"):
+        model.reset_classifier(-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_images_are_refused_with_what_to_do(dtype):
+    model = create_model("resnet20").eval()
+    with pytest.raises(TypeError, match=rf"floating-point image tensor.*eval_transforms.*got dtype {dtype}"):
+        model(torch.zeros(1, 3, 32, 32, dtype=dtype))
+
+
+def test_model_info_of_a_tag_describes_its_weights():
+    """resnet20's default is 3x32x32 with 10 classes; its Fashion-MNIST weights are 1x28x28."""
+    from zoo.weights import find_weights
+
+    w = find_weights("resnet20.fashion_mnist")
+    info = model_info("resnet20.fashion_mnist")
+    assert info["input_size"] == (1, 28, 28) == (w.input.in_chans, *w.input.input_size)
+    assert info["params"] == w.num_params
+    model = create_model("resnet20", in_chans=1, num_classes=w.num_classes)
+    assert info["macs"] == model_info(model, input_size=(1, 28, 28))["macs"]
+    assert model_info("resnet20")["input_size"] == (3, 32, 32)
+
+
 def test_public_api():
     assert set(zoo.__all__) >= {
         "create_model",

@@ -61,6 +61,7 @@ def create_model(
         checkpoint_path: a local safetensors file to load instead of the manifest's.
         **kwargs: architecture arguments (``norm=``, ``attn=``, ``output_stride=``, ...).
     """
+    check_arguments(name, num_classes, in_chans)
     entry = get_entry(name)
     arch, tag = split_name(name)
     if num_classes is not None:
@@ -76,6 +77,28 @@ def create_model(
     elif out_indices is not None:
         raise ValueError("out_indices only applies with features_only=True")
     return model
+
+
+def check_arguments(name: Any, num_classes: Any, in_chans: Any) -> None:
+    """One clear error for a name that is not a string or a class/channel count that is not a
+    whole number in range (``num_classes=0`` is legal: no classifier, the features only)."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"create_model: name must be a registered model name (str, 'arch' or 'arch.tag'), "
+            f"got {name!r}; zoo.list_models() lists them"
+        )
+    for arg, value, low, meaning in (
+        ("num_classes", num_classes, 0, "0 for no classifier"),
+        ("in_chans", in_chans, 1, "1 for grey images, 3 for RGB"),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(
+                f"create_model: {arg} must be an int ({meaning}), got {type(value).__name__} {value!r}"
+            )
+        if value < low:
+            raise ValueError(f"create_model: {arg} must be >= {low} ({meaning}), got {value}")
 
 
 def create_pretrained(
@@ -125,13 +148,22 @@ def model_info(
 ) -> dict[str, Any]:
     """Parameter count and MACs/FLOPs of one forward pass at the default (or given) input size.
 
+    A name with a weights tag (``resnet20.fashion_mnist``) describes the model those weights
+    load into: their ``num_classes``, ``in_chans``, model arguments and input size.
+
     FLOPs come from ``torch.utils.flop_counter`` (a multiply-add counts as 2 FLOPs; MACs = FLOPs / 2).
     """
     if isinstance(name_or_model, str):
         entry = get_entry(name_or_model)
-        model = entry.fn()
-        input_size = input_size or entry.input_size
-        name = entry.name
+        if split_name(name_or_model)[1]:  # arch.tag: the model and input the weights were trained for
+            w = find_weights(name_or_model)
+            model = entry.fn(**w.model_args, num_classes=w.num_classes, in_chans=w.input.in_chans)
+            input_size = input_size or (w.input.in_chans, *w.input.input_size)
+            name = w.name
+        else:
+            model = entry.fn()
+            input_size = input_size or entry.input_size
+            name = entry.name
     else:
         model = name_or_model
         name = type(model).__name__

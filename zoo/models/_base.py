@@ -41,6 +41,12 @@ class ZooModel(nn.Module):
             raise TypeError(
                 f"{name} expects a torch.Tensor of shape (N, {self.in_chans}, H, W), got {type(x).__name__}"
             )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{name} expects a floating-point image tensor, scaled to [0, 1] and normalised with "
+                f"the weights' mean and std (zoo.weights.eval_transforms gives those steps), got dtype "
+                f"{x.dtype}; convert it first, e.g. v2.ToDtype(torch.float32, scale=True) then Normalize"
+            )
         if x.ndim != 4:
             raise ValueError(
                 f"{name} expects a 4-D tensor (N, {self.in_chans}, H, W), got {x.ndim}-D shape {tuple(x.shape)}"
@@ -104,7 +110,15 @@ class ZooModel(nn.Module):
 
 def classifier_or_identity(in_features: int, num_classes: int) -> nn.Module:
     """A linear classifier, or ``Identity`` when ``num_classes`` is 0 (features only)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0 (0 for no classifier), got {num_classes!r}")
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def check_drop_path_rate(rate: float) -> None:
+    """Stochastic depth drops a residual branch with this probability: it must be in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"drop_path_rate must be a number in [0, 1) (a probability), got {rate!r}")
 
 
 def create_backbone(name: str, out_indices: tuple[int, ...], **kwargs) -> ZooModel:

@@ -24,7 +24,7 @@ from timm.layers import DropPath
 
 from .._registry import register_model
 from ..layers import create_attn, create_norm, stage_strides_and_dilations
-from ._base import ZooModel, classifier_or_identity
+from ._base import ZooModel, check_drop_path_rate, classifier_or_identity
 
 
 def conv3x3(in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -169,6 +169,7 @@ class ResNet(ZooModel):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if len(layers) != len(channels):
             raise ValueError(f"layers {layers} and channels {channels} must have the same length")
+        check_drop_path_rate(drop_path_rate)
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         stem_chs = channels[0]
         if stem == "imagenet":

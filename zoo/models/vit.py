@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .._registry import register_model
 from ..layers import TransformerBlock
-from ._base import ZooModel, classifier_or_identity
+from ._base import ZooModel, check_drop_path_rate, classifier_or_identity
 
 
 class PatchEmbed(nn.Module):
@@ -76,6 +76,7 @@ class VisionTransformer(ZooModel):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if not isinstance(img_size, int):
             raise TypeError(f"img_size must be an int (square images), got {img_size!r}")
+        check_drop_path_rate(drop_path_rate)
         self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
         self.num_features = self.embed_dim = embed_dim
         self.fixed_input_size = (img_size, img_size)
