@@ -311,6 +311,13 @@ def test_push_dry_run_writes_a_complete_folder(published, tmp_path, capsys):
     assert published.read_bytes() == before  # nothing recorded
 
 
+@pytest.mark.parametrize("repo", ["not a repo id!!", "org/name/extra", "org/-name", ""])
+def test_push_refuses_a_repo_id_the_hub_would(published, tmp_path, repo):
+    with pytest.raises(SystemExit, match=f"error: --repo '{re.escape(repo)}' is not a Hub repo id"):
+        hub.main(["push", "resnet20.pinned", "--repo", repo, "--dry-run", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_push_uploads_the_folder_and_pins_the_commit(published, monkeypatch):
     calls = {}
 

@@ -529,6 +529,76 @@ def test_verify_catches_a_wrong_parameter_count(store):
         weights.verify_entry(load_manifest()[0])
 
 
+def vouch_for(store, state: dict) -> None:
+    """Put ``state`` in the store's file and record its hash and size: the manifest vouches for it."""
+    save_file(state, store.path)
+    data = store.path.read_bytes()
+    write_manifest(store, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+
+
+@pytest.mark.parametrize(
+    "key, dtype, expected",
+    [
+        ("conv1.weight", torch.int32, "conv1.weight is torch.int32, the model's is torch.float32"),
+        ("bn1.running_var", torch.bool, "bn1.running_var is torch.bool, the model's is torch.float32"),
+        (
+            "bn1.num_batches_tracked",
+            torch.float32,
+            "num_batches_tracked is torch.float32, the model's is torch.int64",
+        ),
+    ],
+)
+def test_a_vouched_file_with_a_wrong_dtype_is_refused(store, key, dtype, expected):
+    state = dict(store.state)
+    state[key] = state[key].to(dtype)
+    vouch_for(store, state)
+    for load in (
+        lambda: zoo.create_model("resnet20", pretrained=True),
+        lambda: weights.verify_entry(load_manifest()[0]),
+    ):
+        with pytest.raises(WeightsError, match="wrong dtype") as err:
+            load()
+        assert expected in str(err.value) and str(store.path) in str(err.value)
+
+
+def test_half_precision_weights_still_load_into_a_float_model(store):
+    half = {k: v.half() if v.is_floating_point() else v for k, v in store.state.items()}
+    vouch_for(store, half)
+    model = zoo.create_model("resnet20", pretrained=True)
+    assert model.conv1.weight.dtype == torch.float32
+    torch.testing.assert_close(model.conv1.weight, half["conv1.weight"].float(), rtol=0, atol=0)
+
+
+def test_a_manifest_that_is_not_utf8_names_itself(store):
+    store.manifest.write_bytes(b'[{"name": "resnet20.t\xe9st"}]')
+    with pytest.raises(
+        ManifestError, match=f"{store.manifest}: it is not UTF-8 text \\(byte 0xe9 at offset 21\\)"
+    ):
+        load_manifest()
+
+
+def test_cli_verify_reports_every_entry_and_fails(weight_store, store, capsys):
+    other, _ = weight_store.add("resnet20.other", seed=1)
+    store.path.write_bytes(store.path.read_bytes()[:-1])  # resnet20.test: truncated
+    (store.tmp / "weights" / other.file).unlink()  # resnet20.other: missing
+    assert weights.main(["verify"]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL resnet20.other: weights file 'resnet20.other.safetensors'" in captured.out
+    assert f"FAIL resnet20.test: {store.path} is not the file" in captured.out
+    assert "2 of the weights failed: resnet20.other, resnet20.test" in captured.err
+    assert weights.main(["verify", "resnet20.test"]) == 1
+    assert "resnet20.other" not in capsys.readouterr().out
+
+
+def test_cli_verify_of_an_unknown_name_names_close_matches(store, capsys):
+    with pytest.raises(SystemExit) as exit:
+        weights.main(["verify", "resnet20.tset"])
+    assert exit.value.code == 2
+    assert "'resnet20.tset' is not in the manifest (close matches: resnet20.test" in capsys.readouterr().err
+    assert weights.main(["verify", "resnet20.test"]) == 0 and weights.main(["verify", "resnet20"]) == 0
+    assert "ok  resnet20.test" in capsys.readouterr().out
+
+
 # -- eval transforms and the README table ---------------------------------------------------------------
 
 

@@ -127,8 +127,11 @@ def create_pretrained(
     if not pretrained and tag is None:
         return build_unvouched(entry, read_unverified(checkpoint_path), kwargs, source=str(checkpoint_path))
     w = find_weights(entry.name if tag is None else f"{entry.name}.{tag}")
-    state = read_verified(resolve_file(w, checkpoint_path), w)
-    model = build_adapted(entry, state, w.name, w.num_classes, w.input.in_chans, w.model_args, kwargs)
+    path = resolve_file(w, checkpoint_path)
+    state = read_verified(path, w)
+    model = build_adapted(
+        entry, state, f"{w.name} ({path})", w.num_classes, w.input.in_chans, w.model_args, kwargs
+    )
     model.pretrained_weights = w  # lets eval_transforms(model) find the preprocessing
     return model
 

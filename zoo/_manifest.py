@@ -111,6 +111,11 @@ def load_manifest(path: str | Path | None = None) -> list[WeightsEntry]:
     path = Path(path or manifest_path())
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"cannot read the weights manifest {path}: it is not UTF-8 text (byte {e.object[e.start]:#04x} "
+            f"at offset {e.start}); a manifest is JSON in UTF-8"
+        ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise ManifestError(f"cannot read the weights manifest {path}: {e}") from None
     return parse_manifest(data, source=str(path))

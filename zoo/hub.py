@@ -28,6 +28,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, hf_hub_download, is_offline_mode
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ._registry import split_name
 from ._version import __version__
@@ -196,6 +197,15 @@ def build_repo_folder(w: WeightsEntry, folder: str | Path) -> Path:
     return folder
 
 
+def check_repo_id(repo_id: str) -> None:
+    """A Hub repo id (``ORG/NAME`` or ``NAME``) by huggingface_hub's own rules, checked before
+    anything is written or uploaded."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise WeightsError(f"--repo {repo_id!r} is not a Hub repo id (expected ORG/NAME): {e}") from None
+
+
 def push(
     name: str,
     repo_id: str,
@@ -210,6 +220,7 @@ def push(
     With ``dry_run`` the folder is written (to ``folder``, or a temporary one) and nothing is
     uploaded or recorded. Returns the entry as it now stands.
     """
+    check_repo_id(repo_id)
     w = find_weights(name, load_manifest(manifest))
     if not dry_run:
         manifest = manifest_to_edit(manifest)

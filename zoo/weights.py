@@ -27,6 +27,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,7 @@ def build_adapted(
     if clash:
         raise WeightsError(f"{source} cannot be loaded with {', '.join(clash)}")
     model = entry.fn(**{**model_args, **kwargs}, num_classes=src_classes, in_chans=want_chans)
+    check_dtypes(state, model.state_dict(), source)
     if want_chans != src_chans:
         key = f"{model.first_conv_name}.weight"
         state = {**state, key: adapt_first_conv(state[key], want_chans)}
@@ -221,6 +223,21 @@ def build_adapted(
             )
         model.reset_classifier(want_classes)
     return model
+
+
+def check_dtypes(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor of the right kind for the model's: a floating-point tensor where the model
+    holds one (any precision: it is cast on load), exactly the model's dtype otherwise (an
+    integer buffer such as BatchNorm's ``num_batches_tracked``). ``load_state_dict`` would cast
+    an int32 tensor into float weights without a word."""
+    wrong = [
+        f"{k} is {t.dtype}, the model's is {expected[k].dtype}"
+        for k, t in state.items()
+        if k in expected
+        and (not t.is_floating_point() if expected[k].is_floating_point() else t.dtype != expected[k].dtype)
+    ]
+    if wrong:
+        raise WeightsError(f"{source} holds tensors of the wrong dtype: {'; '.join(wrong)}")
 
 
 def adapt_first_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -283,7 +300,8 @@ def verify_entry(w: WeightsEntry, path: str | Path | None = None) -> nn.Module:
             )
         )
     state = read_verified(path, w)
-    model = build_adapted(get_entry(w.arch), state, w.name, w.num_classes, w.input.in_chans, w.model_args, {})
+    source = f"{w.name} ({path})"
+    model = build_adapted(get_entry(w.arch), state, source, w.num_classes, w.input.in_chans, w.model_args, {})
     claims = {"num_params": w.num_params, "dtype": w.dtype}
     actual = {"num_params": sum(p.numel() for p in model.parameters()), "dtype": _float_dtype(state)}
     wrong = [f"{k} is {actual[k]}, the manifest says {claims[k]}" for k in claims if actual[k] != claims[k]]
@@ -415,7 +433,32 @@ def _git_head(folder: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def main(argv: list[str] | None = None) -> None:
+def verify_all(parser: argparse.ArgumentParser, entries: list[WeightsEntry], names: list[str]) -> int:
+    """Verify the entries named (``arch.tag``, or an ``arch`` for all its tags; default: all),
+    reporting every one; 1 when any failed. A name the manifest does not hold is an error."""
+    known = {e.name for e in entries} | {e.arch for e in entries}
+    for n in names:
+        if n not in known:
+            near = close_matches(n, known)
+            hint = f"close matches: {', '.join(near)}" if near else f"it lists {len(entries)} weights"
+            parser.error(f"{n!r} is not in the manifest ({hint})")
+    failed = []
+    for w in entries:
+        if names and w.name not in names and w.arch not in names:
+            continue
+        try:
+            verify_entry(w)
+        except (WeightsError, ValueError, TypeError, OSError) as e:
+            failed.append(w.name)
+            print(f"FAIL {w.name}: {e}", flush=True)
+        else:
+            print(f"ok  {w.name}", flush=True)
+    if failed:
+        print(f"{len(failed)} of the weights failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.weights", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command_name", required=True)
     add = commands.add_parser("add", help="record a trained weight file in the manifest")
@@ -451,11 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     verify.add_argument("--manifest", help="default: $ZOO_MANIFEST, else the one shipped with zoo")
     args = vars(parser.parse_args(argv))
     if args.pop("command_name") == "verify":
-        for w in load_manifest(args["manifest"]):
-            if not args["names"] or w.name in args["names"]:
-                verify_entry(w)
-                print(f"ok  {w.name}")
-        return
+        return verify_all(parser, load_manifest(args["manifest"]), args["names"])
     labels_file = args.pop("labels_file")
     manifest = args["manifest"] or manifest_path()
     if labels_file:
@@ -463,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     new = add_entry(args.pop("name"), args.pop("file"), **args)
     print(f"added {new.name} ({new.num_params:,} params, sha256 {new.sha256[:12]}...) to {manifest}")
     print("now run `python -m zoo.readme` to update the README's model table")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
