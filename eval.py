@@ -109,6 +109,8 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         parser.error(f"--out {args.out}: cannot create its folder ({err.strerror})")
+    if out.is_dir():
+        parser.error(f"--out {out} is a folder: name the JSON file to write, e.g. {out / 'results.json'}")
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         parser.error(f"--out {out}: not writable")
 

@@ -177,7 +177,11 @@ def test_a_flipped_byte_is_refused(stopped_run, tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "is empty"), (b"step: 3\n", "not a readable checkpoint"), (None, "not a readable checkpoint")],
+    [
+        (b"", "is empty"),
+        (b"step: 3\n", "is not a checkpoint: train.py writes"),
+        (None, "not a readable checkpoint"),
+    ],
 )
 def test_an_unreadable_checkpoint_names_its_path(stopped_run, tmp_path, content, message):
     run = copy_run(stopped_run, tmp_path / "run")
@@ -292,7 +296,9 @@ def test_eval_of_a_file_that_is_not_a_run_names_it(stopped_run, tmp_path, name):
     assert str(path) in str(err.value)
     pickle = tmp_path / "renamed.safetensors"
     pickle.write_bytes((stopped_run / "last.ckpt").read_bytes())  # a torch pickle under the wrong name
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(
+        CheckpointError, match=r"not a valid safetensors file \(it is a zip archive, as torch.save"
+    ):
         load_run(pickle)
 
 
@@ -310,3 +316,15 @@ def test_save_weights_gives_the_same_bytes_for_the_same_content(tmp_path):
     with safe_open(str(tmp_path / "b.safetensors"), "pt") as f:
         assert {k: json.loads(v) for k, v in f.metadata().items()} == meta
         assert torch.equal(f.get_tensor("conv.weight"), state["conv.weight"])
+
+
+def test_a_run_loads_from_either_of_its_files(stopped_run):
+    from zoo.engine import load_run
+
+    from_weights, from_checkpoint = (
+        load_run(stopped_run / "model.safetensors"),
+        load_run(stopped_run / "last.ckpt"),
+    )
+    assert from_weights.cfg == from_checkpoint.cfg and from_weights.info == from_checkpoint.info
+    a, b = from_weights.model.state_dict(), from_checkpoint.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -156,13 +156,26 @@ def read_unverified(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def parse_safetensors(data: bytes, source: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes; anything else is a ``WeightsError`` naming
+    ``source`` (and, for a torch.save file or a pickle, saying that is what it is)."""
     try:
         return safetensors.torch.load(data)
     except SafetensorError as e:
+        what = pickled_kind(data)
         raise WeightsError(
-            f"{source} is not a valid safetensors file ({e}). zoo reads safetensors only: pickled "
-            f"checkpoints (.pt, .pth, .bin) are refused because loading one can run arbitrary code."
+            f"{source} is not a valid safetensors file ({f'it is {what}' if what else e}). zoo reads "
+            f"safetensors only: pickled checkpoints (.pt, .pth, .bin) are refused because loading one "
+            f"can run arbitrary code."
         ) from None
+
+
+def pickled_kind(data: bytes) -> str | None:
+    """What a file's first bytes say it is, when it is something ``torch.save`` or ``pickle`` wrote."""
+    if data[:4] == b"PK\x03\x04":
+        return "a zip archive, as torch.save writes"
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle"
+    return None
 
 
 # -- building models from weights ------------------------------------------------------------

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .._builder import create_model
 from .._io import atomic_write
 from ..config import RunConfig, from_saved
 from ..data.registry import DatasetInfo
+from ..weights import WeightsError, parse_safetensors, pickled_kind
 
 FORMAT = "zoo-checkpoint-2"  # {"format", "sha256", "payload": uint8 tensor of torch.save(state)}
 
@@ -63,6 +62,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({err.strerror})") from None
     if not data:
         raise CheckpointError(f"{path} is empty, not a checkpoint (a write that never finished?). {hint}")
+    if not pickled_kind(data):
+        raise CheckpointError(
+            f"{path} is not a checkpoint: train.py writes them with torch.save (a zip archive), this file "
+            f"begins {data[:12]!r}. {hint}"
+        )
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # zip, unpickling and EOF errors alike: the file is not a checkpoint
@@ -106,10 +110,15 @@ def _sorted_metadata(data: bytes, meta: dict[str, str]) -> bytes:
     if not meta:
         return data
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + size])
+    header = _header(data)
     raw = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + data[8 + size :]
+
+
+def _header(data: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors file's bytes (checked by a parse before)."""
+    return json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
 
 
 def write_json(obj: Any, path: str | Path) -> None:
@@ -142,23 +151,27 @@ def load_run(path: str | Path) -> SavedRun:
     path = Path(path)
     if path.suffix == ".safetensors":
         try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+            data = path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{path}: cannot read the weights ({err.strerror})") from None
+        try:  # the weights module's reader: safetensors only, a pickle is named and refused
+            weights = parse_safetensors(data, path)
+        except WeightsError as err:
+            raise CheckpointError(str(err)) from None
+        meta = _header(data).get("__metadata__") or {}
         if "config" not in meta or "info" not in meta:
             raise CheckpointError(
                 f"{path} has no training config in its metadata; it was not written by train.py"
             )
-        cfg = from_saved(json.loads(meta["config"]))
-        info = saved_info(json.loads(meta["info"]), cfg)
-        model = model_from_config(cfg, info)
-        model.load_state_dict(load_file(str(path)))
-        return SavedRun(cfg, info, model)
-    state = load_checkpoint(path)
-    cfg = from_saved(state["config"])
-    info = saved_info(state["info"], cfg)
+        cfg, info = from_saved(json.loads(meta["config"])), json.loads(meta["info"])
+    else:
+        state = load_checkpoint(path)
+        cfg, info = from_saved(state["config"]), state["info"]
+        weights = state["ema"] if state.get("ema") else state["model"]
+    info = saved_info(info, cfg)
     model = model_from_config(cfg, info)
-    weights = state["ema"] if state.get("ema") else state["model"]
-    model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+    try:
+        model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit the model its config describes: {err}") from None
     return SavedRun(cfg, info, model)
