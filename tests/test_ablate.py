@@ -200,6 +200,10 @@ def test_table_shows_each_seed_and_mean_and_std():
     line = next(x for x in table.splitlines() if "resnet20_batchnorm" in x)
     assert "94.25 ± 0.35" in line and "94.00, 94.50" in line and "100K" in line
     assert "not run yet" in table
+    diverged = _row("resnet20_nonorm", [93.0])
+    diverged.diverged = [1, 2]
+    assert "93.00 (1 seed); diverged (seed 1, 2)" in render_table([diverged])
+    assert "`resnet20_nonorm` (seed 1, 2)" in "\n".join(claim_readings([diverged], []))
 
 
 def test_a_run_held_by_a_live_runner_is_skipped_and_a_stale_lock_is_taken_over(tmp_path):

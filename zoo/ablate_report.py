@@ -48,6 +48,7 @@ class RowResult:
     params: int
     macs: int
     seeds: list[SeedResult] = field(default_factory=list)
+    diverged: list[int] = field(default_factory=list)  # seeds whose loss went non-finite
 
     @property
     def values(self) -> list[float]:
@@ -124,6 +125,8 @@ def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
                 )
         elif state == "done":
             rows[run.row.name].seeds.append(seed_result(run))
+        elif state == "diverged":
+            rows[run.row.name].diverged.append(run.seed)
     return list(rows.values()), sweeps
 
 
@@ -215,6 +218,11 @@ def claim_readings(
     ]
     if att:
         lines.append("**Attention**: " + "; ".join(att) + ".")
+    failed = [f"`{r.name}` (seed {', '.join(map(str, r.diverged))})" for r in rows if r.diverged]
+    if failed:
+        lines.append(
+            "**Diverged** (the loss went non-finite under the shared recipe): " + ", ".join(failed) + "."
+        )
     vits = [r for r in by.values() if r.group == "self_attention"]
     if vits and "resnet20_batchnorm" in by:
         v = vits[0]
@@ -229,11 +237,11 @@ def claim_readings(
 
 
 def _pm(r: RowResult) -> str:
+    diverged = f"diverged (seed {', '.join(map(str, r.diverged))})" if r.diverged else ""
     if not r.seeds:
-        return "not run yet"
-    if len(r.seeds) == 1:
-        return f"{r.mean:.2f} (1 seed)"
-    return f"{r.mean:.2f} ± {r.std:.2f}"
+        return diverged or "not run yet"
+    value = f"{r.mean:.2f} (1 seed)" if len(r.seeds) == 1 else f"{r.mean:.2f} ± {r.std:.2f}"
+    return f"{value}; {diverged}" if diverged else value
 
 
 def render_table(rows: list[RowResult]) -> str:
