@@ -50,3 +50,76 @@ def test_profile_finds_the_convolution_kernels():
     total = sum(e.self_cpu_time_total for e in averages) / 1e3
     assert 0 < bench.conv_ms(averages, steps=1) < total  # a renamed kernel would read 0 here
     assert all(torch.equal(v, before[k]) for k, v in recipe.model.state_dict().items())  # trained a copy
+
+
+# -- the chosen device reaches everything ------------------------------------------------------------
+# The meta device stands in for a GPU: it computes shapes only, and a tensor left on the CPU
+# beside a meta model is an error, so a row that ignored the device would fail here.
+META = torch.device("meta")
+
+
+def on(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def test_inference_and_deform_run_on_the_chosen_device(monkeypatch):
+    models = []
+    real_create = bench.create_model
+    monkeypatch.setattr(
+        bench, "create_model", lambda *a, **k: models.append(real_create(*a, **k)) or models[-1]
+    )
+    assert bench.inference("resnet20", batch=2, bf16=False, channels_last=True, repeats=1, device=META) > 0
+    assert [on(m) for m in models] == [META]
+    seen = []
+
+    def deform_forward(self, x):  # the real one switches autocast off, which meta does not know
+        seen.append((x.device, on(self)))
+        return torch.nn.functional.conv2d(x, self.weight, padding=1)
+
+    monkeypatch.setattr(bench.DeformConv2d, "forward", deform_forward)
+    rows = bench.deform_layer((1, 4, 6, 7), repeats=1, device=META)
+    assert len(rows) == 3 and seen == [(META, META)] * 4  # 2 implementations x (warm-up + 1)
+
+
+def test_probe_and_profile_run_on_the_chosen_device(monkeypatch):
+    recipe = bench.recipe_setup("resnet20", CONFIG, TINY)
+    seen = []
+
+    def time_settings(model, batch, task, cfg, device, settings, *args):
+        seen.append((device, on(model)))
+        return [Trial(b, c, 1.0, 1, 1.0) for b, c in settings]
+
+    monkeypatch.setattr(bench, "time_settings", time_settings)
+    bench.probe_settings(recipe, 1, device=META)
+    assert seen == [(META, META)]
+    fp32 = Trial(amp_bf16=False, channels_last=True, seconds=0.0, steps=0, warmup_seconds=0.0)
+    assert len(bench.step_profile(recipe, fp32, steps=1, device=META)) > 0
+    assert on(recipe.model) == torch.device("cpu")  # the recipe's own model stays where it was
+
+
+def test_the_trainer_rows_get_the_device_as_train_device(monkeypatch, tmp_path):
+    """The trainer resolves ``train.device`` itself (under torchrun: each process's own GPU)."""
+    seen = []
+
+    def train(cfg):
+        seen.append(cfg.train.device)
+        (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 99, "img_per_s": 5.0}\n')
+
+    def run(cmd, **kwargs):
+        seen.append(next(a for a in cmd if a.startswith("train.device=")))
+        (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 99, "img_per_s": 5.0}\n')
+
+    class Folder:  # the run's folder is ours, to hand the row a metrics log
+        def __enter__(self):
+            return str(tmp_path)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(bench, "train", train)
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(bench.tempfile, "TemporaryDirectory", Folder)
+    gpu = torch.device("cuda", 1)
+    assert bench.zoo_trainer("resnet20", CONFIG, 100, 10, 10, False, False, device=gpu) == 5.0
+    assert bench.zoo_trainer("resnet20", CONFIG, 100, 10, 10, False, False, procs=2, device=gpu) == 5.0
+    assert seen == ["cuda:1", "train.device=cuda:1"]

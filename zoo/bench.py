@@ -7,6 +7,10 @@
     python -m zoo.bench infer                       # the same for every published weight
     python -m zoo.bench profile                     # where a training step's time goes
 
+``--device`` (``auto | cpu | cuda | cuda:N``, as ``train.device``; auto: CUDA when available)
+is where everything runs: the plain loop, the trainer (passed on as ``train.device``), the probe,
+the profile and the inference and DCN timings; the onnxruntime column stays on the CPU.
+
 The torchrun row launches the training script ``--train-script`` (default: the checkout's
 ``train.py``); relative config paths are read from the current directory.
 
@@ -40,6 +44,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from . import export
@@ -49,13 +54,24 @@ from ._registry import get_entry, split_name
 from .config import load_config
 from .data.classification import cache_dir, load_classification
 from .engine import get_task, train
-from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, time_settings
+from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, synchronize, time_settings
 from .engine.checkpoint import model_from_config
+from .engine.distributed import resolve_device
 from .layers import DeformConv2d
 from .weights import WeightsEntry, WeightsError, find_weights
 
+CPU = torch.device("cpu")
 
-def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: int, batch_size: int) -> float:
+
+def plain_loop(
+    model_name: str,
+    config: str,
+    steps: int,
+    warmup: int,
+    window: int,
+    batch_size: int,
+    device: torch.device = CPU,
+) -> float:
     """img/s of a textbook loop: per-sample PIL transforms in 2 workers, fp32, NCHW."""
     load_classification("fashion_mnist", "train")  # stages the files where torchvision looks
     load_classification("fashion_mnist", "test")
@@ -72,19 +88,22 @@ def plain_loop(model_name: str, config: str, steps: int, warmup: int, window: in
         data, batch_size=batch_size, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
     )
     cfg = load_config(config)
-    model = create_model(model_name, in_chans=1, num_classes=10)
+    model = create_model(model_name, in_chans=1, num_classes=10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
     rates, step, t0 = [], 0, None
     while step < steps:
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             step += 1
             if step == warmup:
+                synchronize(device)
                 t0 = time.perf_counter()
             elif step > warmup and (step - warmup) % window == 0:
+                synchronize(device)
                 now = time.perf_counter()
                 rates.append(window * batch_size / (now - t0))
                 t0 = now
@@ -103,6 +122,7 @@ def zoo_trainer(
     cl: bool,
     procs: int = 1,
     train_script: str | Path = "train.py",
+    device: torch.device = CPU,
 ) -> float:
     """img/s of the zoo trainer itself, read back from its metrics log.
 
@@ -121,6 +141,7 @@ def zoo_trainer(
             "train.eval_every_epochs=0",
             "train.ckpt_every_steps=0",
             "train.ema=false",
+            f"train.device={device}",  # under torchrun, "cuda:N" means each process's own GPU
         ]
         if procs == 1:
             train(load_config(config, overrides))
@@ -162,29 +183,32 @@ def recipe_setup(model_name: str, config: str, overrides: list[str] = ()) -> Rec
     return Recipe(cfg, task, next(iter(loader.batches(0, 0))), model_from_config(cfg, info))
 
 
-def probe_settings(recipe: Recipe, steps: int = 3, give_up: float = math.inf) -> list[Trial]:
+def probe_settings(
+    recipe: Recipe, steps: int = 3, give_up: float = math.inf, device: torch.device = CPU
+) -> list[Trial]:
     """Forward + backward seconds per step under every setting: the auto probe, by default
-    with every setting timed in full (``give_up`` as in :func:`time_settings`)."""
+    with every setting timed in full (``give_up`` as in :func:`time_settings`), on ``device``."""
     cfg, task, batch, model = recipe
     settings = candidates("auto", "auto")
-    return time_settings(model, batch, task, cfg, torch.device("cpu"), settings, steps, give_up)
+    model = copy.deepcopy(model).to(device)  # the recipe's model stays where it is
+    return time_settings(model, batch, task, cfg, device, settings, steps, give_up)
 
 
 PROFILE_STEPS = 10
 
 
-def step_profile(recipe: Recipe, setting: Trial, steps: int = PROFILE_STEPS):
+def step_profile(recipe: Recipe, setting: Trial, steps: int = PROFILE_STEPS, device: torch.device = CPU):
     """torch.profiler's averages over ``steps`` training steps (forward, backward, SGD) of a
-    copy of the recipe's model on its first batch, under ``setting``."""
+    copy of the recipe's model on its first batch, under ``setting``, on ``device``."""
     cfg, task, batch, model = recipe
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).to(device)
     if setting.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    batch = task.to_device(batch, torch.device("cpu"), setting.channels_last)
+    batch = task.to_device(batch, device, setting.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
-        with autocast(setting.amp_bf16, torch.device("cpu")):
+        with autocast(setting.amp_bf16, device):
             loss = task.loss(model, batch, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,9 +216,11 @@ def step_profile(recipe: Recipe, setting: Trial, steps: int = PROFILE_STEPS):
 
     for _ in range(3):
         step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
         for _ in range(steps):
             step()
+        synchronize(device)
     return prof.key_averages()
 
 
@@ -208,26 +234,35 @@ CONV_OPS = (
     "aten::slow_conv_dilated2d",
     "aten::_nnpack_spatial_convolution",
     "aten::_conv_depthwise2d",
+    "aten::cudnn_convolution",  # on CUDA (whose backward is aten::convolution_backward's own)
 )
 
 
-def conv_ms(averages, steps: int) -> float:
+def self_us(event, device: torch.device) -> float:
+    """An op's own time in microseconds where the work runs: the CPU's, or on CUDA the time of
+    the kernels it launched (the kernels' own rows count 0, so no time counts twice)."""
+    if device.type != "cuda":
+        return event.self_cpu_time_total
+    return event.self_device_time_total if event.device_type == DeviceType.CPU else 0
+
+
+def conv_ms(averages, steps: int, device: torch.device = CPU) -> float:
     """Milliseconds per step spent inside the convolution kernels themselves."""
-    return sum(e.self_cpu_time_total for e in averages if e.key in CONV_OPS) / steps / 1e3
+    return sum(self_us(e, device) for e in averages if e.key in CONV_OPS) / steps / 1e3
 
 
-def profile_table(model_name: str, config: str, steps: int) -> None:
+def profile_table(model_name: str, config: str, steps: int, device: torch.device = CPU) -> None:
     recipe = recipe_setup(model_name, config)
-    best = fastest(probe_settings(recipe, give_up=3.0))  # only the winner matters here, as for auto
-    averages, images = step_profile(recipe, best, steps), recipe.images
-    total = sum(e.self_cpu_time_total for e in averages) / steps / 1e3  # ms per step
-    conv = conv_ms(averages, steps)
+    best = fastest(probe_settings(recipe, give_up=3.0, device=device))  # only the winner matters, as for auto
+    averages, images = step_profile(recipe, best, steps, device), recipe.images
+    total = sum(self_us(e, device) for e in averages) / steps / 1e3  # ms per step
+    conv = conv_ms(averages, steps, device)
     print(
         f"cpu: {cpu_description()}\nmodel: {model_name}  batch: {images}  setting: {best.label}  steps: {steps}"
     )
     print("\n| op | ms per step | share |\n|---|---:|---:|")
-    for e in sorted(averages, key=lambda e: -e.self_cpu_time_total)[:12]:
-        ms = e.self_cpu_time_total / steps / 1e3
+    for e in sorted(averages, key=lambda e: -self_us(e, device))[:12]:
+        ms = self_us(e, device) / steps / 1e3
         print(f"| {e.key} | {ms:.1f} | {ms / total:.0%} |")
     print(
         f"\nconvolutions (forward + backward kernels): {conv:.0f} of {total:.0f} ms per step; with everything "
@@ -257,11 +292,13 @@ def cpu_description() -> str:
     )
 
 
-def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[str, float]]:
+def deform_layer(
+    shape: tuple[int, int, int, int], repeats: int, device: torch.device = CPU
+) -> list[tuple[str, float]]:
     """Seconds for forward + backward of one 3x3 DCNv2 layer (C -> C) on an (N, C, H, W) map,
     median of ``repeats``, for each implementation; a plain 3x3 conv for scale."""
     torch.manual_seed(0)
-    x = torch.randn(shape)
+    x = torch.randn(shape).to(device)
     layers = {impl: DeformConv2d(shape[1], shape[1], 3, impl=impl) for impl in ("torchvision", "grid_sample")}
     # Offsets of about a pixel and masks around 1, as after training; both layers the same.
     torch.nn.init.normal_(layers["torchvision"].offset_mask.weight, std=0.03)
@@ -269,11 +306,14 @@ def deform_layer(shape: tuple[int, int, int, int], repeats: int) -> list[tuple[s
     layers["plain 3x3 conv (reference)"] = torch.nn.Conv2d(shape[1], shape[1], 3, padding=1)
     rows = []
     for name, layer in layers.items():
+        layer.to(device)
         times = []
         for _ in range(repeats + 1):  # the first call warms up
             inp = x.clone().requires_grad_()
+            synchronize(device)
             start = time.perf_counter()
             layer(inp).square().mean().backward()
+            synchronize(device)
             times.append(time.perf_counter() - start)
         rows.append((name, statistics.median(times[1:])))
     return rows
@@ -293,24 +333,28 @@ def input_shape(name: str) -> tuple[int, int, int]:
     return (w.input.in_chans, *w.input.input_size) if w else get_entry(split_name(name)[0]).input_size
 
 
-def inference(name: str, batch: int, bf16: bool, channels_last: bool, repeats: int) -> float:
+def inference(
+    name: str, batch: int, bf16: bool, channels_last: bool, repeats: int, device: torch.device = CPU
+) -> float:
     """Images/s of ``model(images)`` in eval mode at :func:`input_shape` (median of ``repeats``
     batches after one warm-up batch). The published weights are loaded when the manifest has
     them: a detector's post-processing cost depends on what it detects."""
     model = create_model(name, pretrained=published(name) is not None)
-    model.eval()
+    model.eval().to(device)
     torch.manual_seed(0)
-    x = torch.rand(batch, *input_shape(name))
+    x = torch.rand(batch, *input_shape(name)).to(device)
     if channels_last:
         model, x = (
             model.to(memory_format=torch.channels_last),
             x.contiguous(memory_format=torch.channels_last),
         )
     times = []
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), autocast(bf16, device):
         for _ in range(repeats + 1):
+            synchronize(device)
             start = time.perf_counter()
             model(x)
+            synchronize(device)
             times.append(time.perf_counter() - start)
     return batch / statistics.median(times[1:])
 
@@ -352,6 +396,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--json", help="also write the table here")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     root = checkout_root()
     parser.add_argument(
         "--train-script",
@@ -369,14 +414,19 @@ def main() -> None:
         "--shape", type=int, nargs=4, default=[8, 128, 48, 64], help="deform: N C H W (FCOS's P3 at 384x512)"
     )
     args = parser.parse_args()
+    try:
+        args.device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
+    print(f"device: {args.device}")
     if args.what == "profile":
-        profile_table(args.model, args.config, steps=PROFILE_STEPS)
+        profile_table(args.model, args.config, steps=PROFILE_STEPS, device=args.device)
         return
     if args.what == "deform":
         print(
             f"threads: {torch.get_num_threads()}  input: {tuple(args.shape)}  forward + backward, median of 5"
         )
-        rows = deform_layer(tuple(args.shape), repeats=5)
+        rows = deform_layer(tuple(args.shape), repeats=5, device=args.device)
         print("\n| DCNv2 layer 3x3 | seconds | vs torchvision |\n|---|---:|---:|")
         for name, sec in rows:
             print(f"| {name} | {sec:.3f} | {rows[0][1] / sec:.1f}x |")
@@ -391,8 +441,8 @@ def main() -> None:
             size = "x".join(map(str, input_shape(name)[1:]))
             onnx = onnx_inference(name, (1, 8), repeats=5)
             for batch, ort_speed in zip((1, 8), onnx):
-                fp32 = inference(name, batch, False, False, repeats=5)
-                bf16 = inference(name, batch, True, True, repeats=5)
+                fp32 = inference(name, batch, False, False, repeats=5, device=args.device)
+                bf16 = inference(name, batch, True, True, repeats=5, device=args.device)
                 ort_cell = "-" if ort_speed is None else f"{ort_speed:.1f}"
                 print(f"| {name} | {size} | {batch} | {fp32:.1f} | {bf16:.1f} | {ort_cell} |", flush=True)
         return
@@ -405,7 +455,7 @@ def train_table(args) -> None:
     print(f"cpu: {cpu}")
     print(f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {batch}  steps: {args.steps}")
     recipe = recipe_setup(args.model, args.config)
-    trials, probe_batch = probe_settings(recipe), recipe.images
+    trials, probe_batch = probe_settings(recipe, device=args.device), recipe.images
     best = fastest(trials)
     print("\n| setting | forward + backward img/s (probe) | vs fastest |\n|---|---:|---:|")
     for t in trials:
@@ -413,7 +463,7 @@ def train_table(args) -> None:
     rows = [
         (
             "plain PyTorch loop (fp32, NCHW, DataLoader + per-sample transforms, 2 workers)",
-            plain_loop(args.model, args.config, args.steps, args.warmup, args.window, batch),
+            plain_loop(args.model, args.config, args.steps, args.warmup, args.window, batch, args.device),
         )
     ]
     for t in trials:
@@ -422,7 +472,14 @@ def train_table(args) -> None:
             rows.append((f"{label}: not run, the probe was {t.seconds / best.seconds:.1f}x slower", math.nan))
             continue
         ips = zoo_trainer(
-            args.model, args.config, args.steps, args.warmup, args.window, t.amp_bf16, t.channels_last
+            args.model,
+            args.config,
+            args.steps,
+            args.warmup,
+            args.window,
+            t.amp_bf16,
+            t.channels_last,
+            device=args.device,
         )
         rows.append((label, ips))
     label = f"zoo trainer, torchrun 2 processes x 1 thread ({best.label})"
@@ -436,10 +493,12 @@ def train_table(args) -> None:
         best.channels_last,
         procs=2,
         train_script=args.train_script,
+        device=args.device,
     )
     rows.append((label, ips))
     # The same run's ceiling: the convolutions alone, as if everything else in a step were free.
-    ceiling = recipe.images / conv_ms(step_profile(recipe, best), PROFILE_STEPS) * 1e3
+    averages = step_profile(recipe, best, device=args.device)
+    ceiling = recipe.images / conv_ms(averages, PROFILE_STEPS, args.device) * 1e3
     rows.append((f"ceiling: the convolutions alone ({best.label}, torch.profiler)", ceiling))
     base = rows[0][1]
     print("\n| setting | img/s | vs plain |\n|---|---:|---:|")

@@ -62,7 +62,8 @@ def candidates(amp_bf16: bool | str, channels_last: bool | str) -> list[tuple[bo
     return [(b, c) for b in bf16 for c in cl]
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock reading after it counts that work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -98,13 +99,13 @@ def time_settings(
             on_device = task.to_device(batch, device, cl)
             times = []
             for i in range(steps + 1):
-                _sync(device)
+                synchronize(device)
                 start = clock()
                 with autocast(bf16, device):
                     loss = task.loss(probe, on_device, cfg)
                 loss.backward()
                 probe.zero_grad(set_to_none=True)
-                _sync(device)
+                synchronize(device)
                 times.append(clock() - start)
                 if i == 1 and steps > 1 and times[1] > give_up * best:
                     break
