@@ -20,6 +20,7 @@ import torch.nn as nn
 import zoo
 from zoo import UnknownArgumentError, create_model, model_info
 from zoo._registry import get_entry
+from zoo.layers.transformer import Attention
 
 from .conftest import num_params, randomize_batchnorm
 
@@ -145,8 +146,8 @@ def test_in_chans_1(built: Built):
 
 def module_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Multiply-adds counted another way than model_info's: from the shapes each conv and
-    linear layer sees (forward hooks). Neither count has attention's two matmuls: torch's
-    FlopCounterMode counts nothing for the CPU kernel of scaled_dot_product_attention."""
+    linear layer sees (forward hooks), and for self-attention the two token-by-token matmuls
+    (QK^T and AV: 2 N^2 D for N tokens of width D)."""
     total = 0
 
     def count(m, inputs, out):
@@ -155,6 +156,9 @@ def module_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
             total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
         elif isinstance(m, nn.Linear):
             total += out.numel() * m.in_features
+        elif isinstance(m, Attention):
+            batch, tokens, width = inputs[0].shape
+            total += batch * 2 * tokens * tokens * width
 
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     with torch.no_grad():
