@@ -88,3 +88,25 @@ def weight_store(tmp_path, monkeypatch):
     return SimpleNamespace(
         tmp=tmp_path, manifest=manifest, weights=tmp_path / "weights", trained=trained, add=add
     )
+
+
+@pytest.fixture
+def trust_files(tmp_path_factory, monkeypatch):
+    """``trust(dataset, root)``: make zoo's SHA256 list for ``dataset`` the hashes of the files
+    now under ``root`` (a test's own tiny fake folder), as if it were the real dataset."""
+    import hashlib
+
+    from zoo.data import integrity
+
+    sums_dir = tmp_path_factory.mktemp("sha256")
+    monkeypatch.setattr(integrity, "SUMS_DIR", sums_dir)
+
+    def trust(dataset: str, root: Path) -> None:
+        lines = [
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(root).as_posix()}"
+            for p in sorted(Path(root).rglob("*"))
+            if p.is_file()
+        ]
+        (sums_dir / f"{dataset}.sha256").write_text("\n".join(lines) + "\n")
+
+    return trust

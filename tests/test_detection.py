@@ -404,14 +404,15 @@ def test_a_bad_annotation_names_its_file(tmp_path, text, message):
     assert str(xml) in str(err.value)
 
 
-def tiny_voc(root, jpeg_bytes: bytes, size: str = SIZE):
-    """A one-image BCCD-layout folder."""
+def tiny_voc(root, jpeg_bytes: bytes, trust, size: str = SIZE):
+    """A one-image BCCD-layout folder, whose files zoo's SHA256 list is made to hold."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True)
     for split in bccd_module.SPLITS:
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text("im\n")
     (root / "Annotations" / "im.xml").write_text(VOC.format(size=size, xmin=1))
     (root / "JPEGImages" / "im.jpg").write_bytes(jpeg_bytes)
+    trust("bccd", root)
     return root / "JPEGImages" / "im.jpg"
 
 
@@ -425,21 +426,21 @@ def jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_truncated_jpeg_names_its_file(tmp_path):
-    path = tiny_voc(tmp_path / "BCCD", jpeg(32, 16)[:300])
+def test_a_truncated_jpeg_names_its_file(tmp_path, trust_files):
+    path = tiny_voc(tmp_path / "BCCD", jpeg(32, 16)[:300], trust_files)
     with pytest.raises(DataFileError, match="cannot read the image") as err:
         BCCDDataset("test", str(tmp_path), download=False)
     assert str(path) in str(err.value)
 
 
-def test_an_image_of_another_size_than_its_annotation_names_both(tmp_path):
-    path = tiny_voc(tmp_path / "BCCD", jpeg(40, 16))
+def test_an_image_of_another_size_than_its_annotation_names_both(tmp_path, trust_files):
+    path = tiny_voc(tmp_path / "BCCD", jpeg(40, 16), trust_files)
     with pytest.raises(DataFileError, match="is 40x16 .* says 32x16") as err:
         BCCDDataset("test", str(tmp_path), download=False)
     assert str(path) in str(err.value)
-    assert len(BCCDDataset("test", str(tmp_path := tiny_voc_ok(tmp_path)), download=False)) == 1
+    assert len(BCCDDataset("test", str(tmp_path := tiny_voc_ok(tmp_path, trust_files)), download=False)) == 1
 
 
-def tiny_voc_ok(tmp_path):
-    tiny_voc(tmp_path / "ok" / "BCCD", jpeg(32, 16))
+def tiny_voc_ok(tmp_path, trust):
+    tiny_voc(tmp_path / "ok" / "BCCD", jpeg(32, 16), trust)
     return tmp_path / "ok"

