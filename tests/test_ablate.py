@@ -76,6 +76,15 @@ def _matrix(tmp_path: Path, **extra) -> Path:
     return path
 
 
+HOLD_LOCK = """
+import fcntl, sys, time
+f = open(sys.argv[1], "a+")
+fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 def _snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -206,19 +215,29 @@ def test_table_shows_each_seed_and_mean_and_std():
     assert "`resnet20_nonorm` (seed 1, 2)" in "\n".join(claim_readings([diverged], []))
 
 
-def test_a_run_held_by_a_live_runner_is_skipped_and_a_stale_lock_is_taken_over(tmp_path):
+def test_a_run_held_by_another_runner_is_skipped_and_its_lock_dies_with_it(tmp_path):
     m = load_matrix(_matrix(tmp_path))
     run = plan(m)[0]
     run.out_dir.mkdir(parents=True)
-    (run.out_dir / LOCK).write_text(str(os.getpid()))  # a live process holds it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run.out_dir / LOCK)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
     with claim(run) as mine:
         assert not mine
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (run.out_dir / LOCK).write_text(str(dead.pid))  # its runner was killed
-    with claim(run) as mine:
-        assert mine and (run.out_dir / LOCK).read_text() == str(os.getpid())
-    assert not (run.out_dir / LOCK).exists()
+    holder.kill()
+    holder.wait()
+    with claim(run) as mine:  # the killed runner's lock is gone with it
+        assert mine and (run.out_dir / LOCK).read_text().strip() == str(os.getpid())
+        with claim(run) as again:  # and one runner never takes a run twice
+            assert not again
+
+
+def test_a_failing_run_is_reported_and_the_matrix_goes_on(tmp_path, capsys):
+    m = load_matrix(_matrix(tmp_path, seeds=[0]))
+    failed = run_matrix(m, extra=["data.batch_size=100000"])  # refused before training, every run
+    assert failed == ["base seed 0", "layernorm seed 0"]
+    assert main(["run", str(tmp_path / "matrix.yaml"), "--set", "data.batch_size=100000"]) == 1
 
 
 def test_readme_concept_table_is_generated_from_the_committed_runs(monkeypatch):

@@ -27,6 +27,7 @@ the manifest instead).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import fnmatch
 import json
 import os
@@ -208,49 +209,38 @@ def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
     return run.state()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 @contextmanager
 def claim(run: Run):
-    """Yield True if this process may train ``run``: no other live runner holds its lock.
-    Two runners (one per core, say) can then work through one matrix side by side; a lock
-    left by a killed runner names a dead process and is taken over."""
+    """Yield True if this process may train ``run``: no other runner holds its lock. Two
+    runners (one per core, say) can then work through one matrix side by side. The lock is
+    an OS file lock (``flock``), so it is taken atomically and dies with its process: a killed
+    runner never blocks the next one."""
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    lock = run.out_dir / LOCK
-    while True:
+    with open(run.out_dir / LOCK, "a+") as f:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                holder = int(lock.read_text() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _alive(holder):
-                yield False
-                return
-            lock.unlink(missing_ok=True)  # stale: its runner is gone
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield True
-    finally:
-        lock.unlink(missing_ok=True)
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")  # for people: who holds it
+        f.flush()
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_matrix(
     matrix: Matrix, only: str | None = None, until: float | None = None, extra: list[str] = ()
-) -> None:
-    """Work through every unfinished run. ``until`` (a time.time()) stops before starting a
-    run that would not finish by then, judged by the same row's earlier runs, if any."""
+) -> list[str]:
+    """Work through every unfinished run; return the labels of those that failed. ``until``
+    (a time.time()) stops before starting a run that would not finish by then, judged by the
+    same row's earlier runs, if any. A run that fails (a bad config, a folder another process
+    holds, a data error) is reported and the matrix goes on: one bad row must not stop an
+    unattended night of training."""
+    failed = []
     for run in select(plan(matrix), only):
         if run.state() in ("done", "diverged"):
             continue
@@ -265,7 +255,14 @@ def run_matrix(
                 continue
             if run.state() in ("done", "diverged"):  # finished while we waited for the lock
                 continue
-            execute(run, matrix, extra)
+            try:
+                execute(run, matrix, extra)
+            except Exception as err:  # noqa: BLE001 (reported, and the exit status says so)
+                print(f"== {run.label}: FAILED: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                failed.append(run.label)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return failed
 
 
 def _estimate_seconds(run: Run, matrix: Matrix) -> float:
@@ -400,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         matrix = load_matrix(args.matrix)
         if args.command == "run":
-            run_matrix(matrix, args.only, args.until, args.set)
+            if run_matrix(matrix, args.only, args.until, args.set):
+                return 1
         elif args.command == "publish":
             publish(matrix, args.hardware, args.manifest, args.weights_folder, args.replace)
         else:
