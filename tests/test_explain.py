@@ -76,6 +76,13 @@ def test_attention_rollout_for_the_vit():
     assert torch.allclose(maps.flatten(1).amax(1), torch.ones(2))
 
 
+def test_attention_rollout_stays_on_the_maps_device():
+    # on the meta device, as on CUDA, an identity matrix left on the CPU cannot be added to the maps
+    model = zoo.create_model("vit_tiny_patch7_28").eval().to("meta")
+    maps = attention_rollout(model, torch.randn(2, 1, 28, 28, device="meta"))
+    assert maps.shape == (2, 28, 28) and maps.device.type == "meta"
+
+
 def test_cli_explain_writes_pictures_and_reports_a_corrupt_file(tmp_path, capsys):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(grey)

@@ -196,9 +196,10 @@ def attention_rollout(model: VisionTransformer, x: torch.Tensor) -> torch.Tensor
     with _hooks([(m.qkv, hook(m)) for m in model.modules() if isinstance(m, Attention)]):
         model(x)
     n = attentions[0].shape[-1]
-    rollout = torch.eye(n).expand(len(x), n, n)
+    eye = torch.eye(n, dtype=attentions[0].dtype, device=attentions[0].device)  # where the maps are: CUDA too
+    rollout = eye.expand(len(x), n, n)
     for attn in attentions:
-        attn = attn + torch.eye(n)
+        attn = attn + eye
         rollout = (attn / attn.sum(-1, keepdim=True)) @ rollout
     patches = rollout[:, 0, 1:]  # the class token's row, over the patch tokens
     h, w = x.shape[-2:]
