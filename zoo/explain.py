@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib import colormaps
 
 from .data.registry import DatasetInfo
 from .layers import DeformConv2d
@@ -34,7 +35,7 @@ from .layers.transformer import Attention
 from .models.fcos import FCOS
 from .models.vit import VisionTransformer
 from .predict import ImageReadError, ModelCard, Preprocess, as_rgb, output_stems, read_image
-from .viz import save_sampling_points
+from .viz import pyplot, save_sampling_points
 
 
 def _to_image_size(maps: torch.Tensor, size) -> torch.Tensor:
@@ -228,8 +229,6 @@ def detection_maps(model: FCOS, x: torch.Tensor) -> list[torch.Tensor]:
 
 def heatmap_overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """(3, H, W) uint8: ``image`` under the colour-mapped ``heat`` (H, W) in [0, 1] (turbo)."""
-    from matplotlib import colormaps
-
     colour = torch.from_numpy(colormaps["turbo"](heat.clamp(0, 1).numpy())[..., :3]).permute(2, 0, 1)
     mixed = (1 - alpha) * as_rgb(image).float() / 255 + alpha * colour.float()
     return (mixed * 255).round().clamp(0, 255).to(torch.uint8)
@@ -237,11 +236,7 @@ def heatmap_overlay(image: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5)
 
 def panels(image: torch.Tensor, heats: list[torch.Tensor], titles: list[str], path: Path) -> str:
     """One PNG: the image, then the image under each heat map, titled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(heats) + 1
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     shown = [as_rgb(image)] + [heatmap_overlay(image, h) for h in heats]
@@ -258,11 +253,7 @@ def panels(image: torch.Tensor, heats: list[torch.Tensor], titles: list[str], pa
 
 def channel_plot(weights: dict[str, torch.Tensor], path: Path) -> str:
     """One PNG: each SE/CBAM gate's channel weights for this image, a row per gate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = len(weights)
     fig, axes = plt.subplots(rows, 1, figsize=(7, 0.9 * rows + 0.6), squeeze=False)
     for ax, (name, w) in zip(axes[:, 0], weights.items()):

@@ -38,7 +38,6 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from ._registry import get_entry
 from .layers import DeformConv2d
 from .models.fcos import FCOS, level_locations
 
@@ -92,7 +91,7 @@ def _(boxes, scores, max_per_class, iou_threshold, score_threshold):
 
 
 def _nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
-    from onnxscript import opset18 as op
+    from onnxscript import opset18 as op  # lazy: the optional `export` extra installs onnxscript
 
     return op.NonMaxSuppression(
         boxes,
@@ -247,7 +246,7 @@ def export_onnx(model: nn.Module, task: str, example: torch.Tensor, path: str | 
 
 def onnx_session(path: str | Path, threads: int | None = None):
     """An onnxruntime CPU session for the file (``threads``: intra-op threads, default onnxruntime's)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: the optional `export` extra installs onnxruntime
 
     options = ort.SessionOptions()
     if threads:
@@ -300,11 +299,3 @@ def check_onnx(
     diff, detail = compare(task, expected, run_onnxruntime(path, images))
     outputs = DETECTION_OUTPUTS if task == "detection" else ("logits",)
     return ExportReport(Path(path), outputs, tuple(images.shape), diff, tolerance, detail)
-
-
-def default_example(name: str, input_size: tuple[int, int] | None = None, in_chans: int | None = None):
-    """A random batch of two at the architecture's (or the given) input size."""
-    entry = get_entry(name)
-    c, h, w = entry.input_size
-    h, w = input_size or (h, w)
-    return torch.rand(2, in_chans or c, h, w)

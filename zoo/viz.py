@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import draw_bounding_boxes, draw_keypoints, make_grid, save_image
 
 from .data.registry import DatasetInfo
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend: figures are written to files, never shown, so
+    this works without a display. Set when called, not on import: importing zoo leaves a
+    notebook's backend alone."""
+    matplotlib.use("Agg")
+    return plt
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -71,8 +81,6 @@ def save_detection_boxes(
 ) -> Path:
     """A PNG grid of the first ``n`` images with ground-truth boxes (green) and predictions
     scoring at least ``score_thresh`` (red, labelled with class and score)."""
-    from torchvision.utils import draw_bounding_boxes
-
     was_training = model.training
     model.eval()
     drawn, classes = [], info.classes
@@ -99,8 +107,6 @@ def save_sampling_points(model, image: torch.Tensor, info: DatasetInfo, path: st
     """Where the deformable head looks, for the location at the centre of the top detection of
     ``image`` (normalised (3, H, W)): the regular 3x3 grid (blue dots), the learned sampling
     points (red dots, larger for larger DCNv2 mask) and a line from each tap to where it moved."""
-    from torchvision.utils import draw_bounding_boxes, draw_keypoints
-
     was_training = model.training
     model.eval()
     pred = model(image[None].to(_device(model)))[0]
