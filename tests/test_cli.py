@@ -77,6 +77,15 @@ def test_info_reports_the_weights_and_how_to_reproduce(capsys):
     assert "no_such_model" in capsys.readouterr().err
 
 
+def test_info_of_an_architecture_describes_its_default_weights_or_itself(capsys):
+    assert main(["info", "resnet20", "--json"]) == 0  # the default weight's model and input
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["name"] == "resnet20.fashion_mnist" and doc["input"] == [1, 28, 28]
+    assert main(["info", "plain20", "--json"]) == 0  # no weights: the architecture as registered
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["name"] == "plain20" and doc["macs"] == zoo.model_info("plain20")["macs"]
+
+
 def test_predict_gives_the_labels_the_evaluator_scores(tmp_path):
     paths, scored, w = fashion_mnist_pngs(tmp_path, 32)
     model = zoo.create_model(w.name, pretrained=True)

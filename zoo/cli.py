@@ -11,9 +11,22 @@ import sys
 from pathlib import Path
 
 import torch
+from torchvision.transforms.v2 import functional as TF
 
+from . import export
 from ._builder import create_model, list_models, model_info
 from ._registry import TASKS, get_entry, split_name
+from .explain import explain_files
+from .predict import (
+    ModelCard,
+    eval_transforms_for,
+    json_record,
+    output_stems,
+    predict,
+    read_image,
+    save_detections,
+    save_segmentation,
+)
 from .weights import WeightsError, find_weights, load_manifest
 
 EXAMPLES = """\
@@ -89,13 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_predict,
     )
     add_model_arguments(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_image_arguments(p, out="runs/predict")
     p.add_argument("--topk", type=int, default=5, help="classification: classes shown per image (default 5)")
     p.add_argument(
         "--threshold", type=float, default=0.5, help="detection: score of the boxes shown (default 0.5)"
     )
-    p.add_argument("--out", default="runs/predict", help="folder for the PNGs (default runs/predict)")
-    p.add_argument("--json", action="store_true", help="print one JSON document, a record per image")
     p.add_argument("--batch-size", type=int, default=16)
 
     p = command(
@@ -106,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_explain,
     )
     add_model_arguments(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--out", default="runs/explain", help="folder for the PNGs (default runs/explain)")
-    p.add_argument("--json", action="store_true", help="print one JSON document, a record per image")
+    add_image_arguments(p, out="runs/explain")
 
     p = command(
         "export",
@@ -144,6 +153,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
 
 
+def add_image_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """The image files, the folder for the PNGs and --json: what predict and explain share."""
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", default=out, help=f"folder for the PNGs (default {out})")
+    p.add_argument("--json", action="store_true", help="print one JSON document, a record per image")
+
+
 # -- list and info --------------------------------------------------------------------------------
 
 
@@ -163,9 +179,8 @@ def cmd_info(args) -> int:
     weights = None
     if tag or any(w.arch == arch and w.default for w in load_manifest()):
         weights = find_weights(args.name)
-    input_size = (weights.input.in_chans, *weights.input.input_size) if weights else entry.input_size
-    model = create_model(arch, **({"in_chans": input_size[0]} if weights else {}), **_weights_args(weights))
-    info = model_info(model, input_size)
+    info = model_info(weights.name if weights else arch)  # arch.tag: the model the weights load into
+    input_size = info["input_size"]
     doc = {
         "name": weights.name if weights else arch,
         "architecture": arch,
@@ -208,13 +223,6 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _weights_args(weights) -> dict:
-    """The architecture arguments the weights were trained with (model_info builds the same model)."""
-    if weights is None:
-        return {}
-    return {**weights.model_args, "num_classes": weights.num_classes}
-
-
 # -- loading a model for predict / explain / export -----------------------------------------------
 
 
@@ -226,8 +234,6 @@ def load_model(name: str, checkpoint: str | None, device: str, need_weights: boo
     without an entry: the file as is. ``NAME`` without weights: random init (only where
     ``need_weights`` is False).
     """
-    from .predict import ModelCard
-
     arch, tag = split_name(name)
     has_default = any(w.arch == arch and w.default for w in load_manifest())
     if tag or has_default:
@@ -255,8 +261,6 @@ def load_model(name: str, checkpoint: str | None, device: str, need_weights: boo
 
 
 def cmd_predict(args) -> int:
-    from .predict import json_record, output_stems, predict, save_detections, save_segmentation
-
     model, card = load_model(args.name, args.checkpoint, args.device)
     records = predict(model, card, args.images, topk=args.topk, batch_size=args.batch_size)
     stems = output_stems(args.images, Path(args.out))
@@ -310,8 +314,6 @@ def print_record(record: dict, task: str, threshold: float) -> None:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain_files
-
     model, card = load_model(args.name, args.checkpoint, args.device)
     records = explain_files(model, card, args.images, Path(args.out))
     if args.json:
@@ -334,11 +336,6 @@ def cmd_explain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from torchvision.transforms.v2 import functional as TF
-
-    from . import export
-    from .predict import eval_transforms_for, read_image
-
     model, card = load_model(args.name, args.checkpoint, "cpu", need_weights=False)
     height, width = args.input_size or card.input.input_size
     if args.image:
