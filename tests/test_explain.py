@@ -83,6 +83,15 @@ def test_attention_rollout_stays_on_the_maps_device():
     assert maps.shape == (2, 28, 28) and maps.device.type == "meta"
 
 
+def test_explain_weights_that_resize_and_crop(weight_store, tmp_path):
+    # resize_size set: the weights' own transforms resize and crop, and the picture must match
+    weight_store.add("resnet20.crop", resize_size=36, input_size=[32, 32])
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(image)
+    assert main(["explain", "resnet20.crop", str(image), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "wide_gradcam.png").is_file()
+
+
 def test_cli_explain_writes_pictures_and_reports_a_corrupt_file(tmp_path, capsys):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(grey)

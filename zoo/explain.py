@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from matplotlib import colormaps
+from torchvision.transforms import v2
 
 from .data.registry import DatasetInfo
 from .layers import DeformConv2d
@@ -314,6 +315,19 @@ def explain_image(
     return {"pictures": pictures, "target": label}
 
 
+def shown_image(image: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """``image`` (C, H, W) uint8 as ``Preprocess.resize`` gave it, brought to the size the model
+    sees: weights with ``resize_size`` resize and center-crop in their own eval transforms (after
+    ``resize``), so the picture gets the same steps and each map lies on the pixels it came from."""
+    if card.weights is None or card.weights.input.resize_size is None:
+        return image
+    spec = card.weights.input
+    mode = v2.InterpolationMode(spec.interpolation)
+    return v2.CenterCrop(spec.input_size)(
+        v2.Resize(spec.resize_size, interpolation=mode, antialias=True)(image)
+    )
+
+
 def explain_files(model: nn.Module, card: ModelCard, paths: list[str | Path], out: Path) -> list[dict]:
     """``explain_image`` for each file; an unreadable file gives ``{"path", "error"}``."""
     preprocess, records = Preprocess(card), []
@@ -325,5 +339,5 @@ def explain_files(model: nn.Module, card: ModelCard, paths: list[str | Path], ou
             continue
         seen = preprocess.resize(image)
         x = preprocess.normalise(seen)[None].to(next(model.parameters()).device)
-        records.append({"path": str(path), **explain_image(model, card, seen, x, stem)})
+        records.append({"path": str(path), **explain_image(model, card, shown_image(seen, card), x, stem)})
     return records
