@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from zoo.config import load_config
 from zoo.engine import NonFiniteLossError, train
-from zoo.engine.checkpoint import load_checkpoint
+from zoo.engine.checkpoint import load_checkpoint, save_checkpoint
 from zoo.engine.tasks import ClassificationTask
+from zoo.engine.trainer import restore_rng, rng_state
 
 from .conftest import REPO, run_env
 
@@ -74,6 +75,28 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoints_carry_the_cuda_rng_state_when_cuda_is_in_use(tmp_path, monkeypatch):
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert set(rng_state(cpu)) == set(rng_state(gpu)) == {"rng"}  # CUDA not initialised: no key
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert set(rng_state(cpu)) == {"rng"}  # a CPU run's checkpoint: as before
+    gpu_state = torch.arange(16, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: gpu_state)
+    save_checkpoint({"model": {}, "config": {}, "step": 1, **rng_state(gpu)}, tmp_path / "last.ckpt")
+    state = load_checkpoint(tmp_path / "last.ckpt")
+    assert torch.equal(state["cuda_rng"], gpu_state)
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.append((s, device)))
+    restore_rng({"rng": state["rng"]}, gpu)  # a checkpoint from before cuda_rng still loads
+    restore_rng(state, cpu)  # a run moved to the CPU leaves the GPU alone
+    assert restored == []
+    expected = torch.rand(3)
+    restore_rng(state, gpu)
+    assert restored == [(state["cuda_rng"], gpu)] and torch.equal(torch.rand(3), expected)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -3,9 +3,10 @@
 ``train`` reads top to bottom: claim the run folder, build (data, model, optimizer, schedule,
 EMA), maybe restore a checkpoint, then epochs of ``train_step``s with periodic logs,
 checkpoints and evaluations, then export. Everything that makes a run reproducible travels in
-the checkpoint: model, optimizer, scheduler, EMA, step counter, RNG state, the resolved config
-and the dataset's description. The data order depends only on (seed, epoch, step), so
-``resume=True`` continues exactly where the last checkpoint left off.
+the checkpoint: model, optimizer, scheduler, EMA, step counter, RNG states (the CPU's, and the
+GPU's on CUDA), the resolved config and the dataset's description. The data order depends only
+on (seed, epoch, step), so ``resume=True`` continues exactly where the last checkpoint left off,
+as long as the precision keys of ``RESUMABLE_CHANGES`` are left as they were.
 
 What a run guarantees: checkpoints are atomic and carry a checksum; only finite states are
 checkpointed; a run folder is locked while a run uses it; a used folder is never silently
@@ -149,7 +150,9 @@ class MetricsLog:
 # -- resuming ------------------------------------------------------------------------------
 
 # Keys a resumed run may change: they do not alter what was computed so far, or (epochs) the
-# trainer honours them by rebuilding the schedule for the new length.
+# trainer honours them by rebuilding the schedule for the new length. amp_bf16, channels_last
+# and deterministic can change the arithmetic from then on (close, not bit-identical), and are
+# allowed because a run must move between a CPU with native bf16 and one without.
 RESUMABLE_CHANGES = {
     "train.out_dir",
     "train.threads",
@@ -210,8 +213,11 @@ def resolve_speed_settings(
 ) -> RunConfig:
     """``cfg`` with ``train.amp_bf16`` / ``train.channels_last`` ``auto`` replaced by booleans:
     the fastest setting timed on this model and machine, or, when resuming, the setting the
-    checkpointed run chose (a resumed run must compute what the uninterrupted one did).
-    Values set explicitly are kept as they are, on resume too."""
+    checkpointed run chose, so that the resumed run computes what the uninterrupted one did.
+    Values set explicitly are kept as they are, on resume too: a resume that sets them to
+    something else than the checkpoint's (allowed, to move a run to a CPU with or without
+    native bf16) continues with the new arithmetic, close to the uninterrupted run but not
+    bit-identical."""
     t = cfg.train
     keys = [k for k in ("amp_bf16", "channels_last") if getattr(t, k) == AUTO]
     chosen: dict[str, bool] = {}
@@ -412,6 +418,23 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
     return run
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random states a checkpoint carries: the CPU's (``rng``), and the run's GPU's
+    (``cuda_rng``) when it trains on CUDA, so dropout and augmentation on the GPU continue too."""
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda" and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Set the random states ``rng_state`` saved. A checkpoint without ``cuda_rng`` (written on
+    the CPU, or before it was saved) leaves the GPU's as seeded; a run moved to the CPU ignores it."""
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
 def restore(run: Run, state: dict, rebuild_schedule: bool = False) -> None:
     """Put the checkpoint's weights, optimizer, schedule, EMA, RNG and counters into ``run``.
     With ``rebuild_schedule`` (more epochs) the scheduler keeps the one built for the new
@@ -422,7 +445,7 @@ def restore(run: Run, state: dict, rebuild_schedule: bool = False) -> None:
         run.scheduler.load_state_dict(state["scheduler"])
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
-    torch.set_rng_state(state["rng"])
+    restore_rng(state, run.dist.device)
     run.step = run.saved_step = state["step"]
     run.watch = Stopwatch(state["elapsed_s"])
     run.latest_eval = state.get("latest_eval", state.get("best", {}))  # "best": older checkpoints
@@ -519,7 +542,7 @@ def checkpoint(run: Run) -> None:
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "ema": ema_state,
-            "rng": torch.get_rng_state(),
+            **rng_state(run.dist.device),
             "step": run.step,
             "elapsed_s": run.watch.elapsed,
             "latest_eval": run.latest_eval,
