@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import zoo
 from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix
@@ -25,6 +25,7 @@ from zoo.ablate_report import (
     collect,
     compare,
     initial_gradient_norms,
+    plot_cbam,
     read_log,
     render_markdown,
     render_table,
@@ -305,3 +306,10 @@ def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     assert "93.00 (1 seed)" in text and "`base` 0.1: 91.00, 1.0: diverged" in text
+
+
+def test_cbam_picture_from_a_weights_file(tmp_path):
+    model = zoo.create_model("cbam_resnet20", in_chans=1, num_classes=10)
+    save_file(model.state_dict(), tmp_path / "cbam.safetensors")
+    (path,) = plot_cbam(tmp_path / "cbam.safetensors", {}, tmp_path, n=2)
+    assert path.name == "cbam_attention.png" and path.stat().st_size > 0

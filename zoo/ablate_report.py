@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from ._builder import create_model, model_info
 from .ablate import SUMMARY, Matrix, Run, load_matrix, plan
 from .config import ConfigError
+from .data import load_classification
 from .engine.checkpoint import write_json
+from .explain import attention_maps
+from .viz import pyplot
 
 METRIC = "top1"  # the classification headline, of the EMA weights (what is published)
 
@@ -284,15 +288,6 @@ def render_markdown(
 # -- pictures ----------------------------------------------------------------------------
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def epoch_curves(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
     """(epochs, mean training loss of the epoch, test top-1 of the raw weights after it)."""
     log = read_log(run_dir)
@@ -307,7 +302,7 @@ def epoch_curves(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
 
 def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
     """Per group: test error and training loss against epochs, seed 0 of each row (He et al. Fig. 6)."""
-    plt = _plt()
+    plt = pyplot()
     paths = []
     first = matrix.seeds[0]
     groups = {
@@ -350,7 +345,7 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
 
 def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
     """Top-1 against parameters and against training minutes, one point per row (mean ± std)."""
-    plt = _plt()
+    plt = pyplot()
     done = [r for r in rows if r.seeds]
     if not done:
         return []
@@ -381,7 +376,7 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
 
 
 def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     if not sweeps:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -409,8 +404,6 @@ def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
 
 def test_batch(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` Fashion-MNIST test images, normalised, and their labels."""
-    from .data import load_classification
-
     data = load_classification("fashion_mnist", "test")
     x = data.images[:n].float() / 255
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
@@ -439,7 +432,7 @@ def gradient_norms(
 
 
 def plot_gradients(norms: dict[str, list[float]], out: Path) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in norms.items():
         ax.plot(range(1, len(values) + 1), values, "--" if name.startswith("plain") else "-", label=name)
@@ -457,48 +450,24 @@ def plot_gradients(norms: dict[str, list[float]], out: Path) -> list[Path]:
     return [path]
 
 
-def cbam_spatial_maps(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The sigmoid spatial-attention map of every CBAM module, (N, 1, h, w) each, in order."""
-    from .layers.attention import SpatialAttention
-
-    maps: list[torch.Tensor] = []
-
-    def hook(module, inputs, output):
-        feats = inputs[0]
-        pooled = torch.cat([feats.mean(1, keepdim=True), feats.amax(1, keepdim=True)], dim=1)
-        maps.append(module.conv(pooled).sigmoid().detach())
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SpatialAttention)]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return maps
-
-
 def plot_cbam(weights_file: Path, args: dict, out: Path, n: int = 6) -> list[Path]:
-    """Test images with the spatial attention of the last CBAM module of each stage."""
-    from safetensors.torch import load_file
-
-    plt = _plt()
+    """Test images with the spatial attention of the last CBAM module of each stage
+    (``zoo.explain.attention_maps``, the maps ``zoo explain`` draws)."""
+    plt = pyplot()
     model = create_model("cbam_resnet20", in_chans=1, num_classes=10, **args)
     model.load_state_dict(load_file(weights_file))
     x, _ = test_batch(n)
-    maps = cbam_spatial_maps(model, x)
-    per_stage = len(maps) // 3
-    stages = [maps[(i + 1) * per_stage - 1] for i in range(3)]
-    fig, axes = plt.subplots(n, 4, figsize=(6, 1.6 * n))
+    maps = attention_maps(model, x)
+    stages = [maps.spatial[name] for name in maps.stages]
+    fig, axes = plt.subplots(n, 1 + len(stages), figsize=(1.5 * (1 + len(stages)), 1.6 * n))
     for i in range(n):
-        axes[i, 0].imshow(x[i, 0], cmap="gray")
+        axes[i, 0].imshow(x[i, 0].numpy(), cmap="gray")
         for j, m in enumerate(stages):
-            axes[i, j + 1].imshow(x[i, 0], cmap="gray")
-            up = torch.nn.functional.interpolate(m[i : i + 1], size=x.shape[-2:], mode="bilinear")[0, 0]
-            axes[i, j + 1].imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[i, j + 1].imshow(x[i, 0].numpy(), cmap="gray")
+            axes[i, j + 1].imshow(m[i].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         for ax in axes[i]:
             ax.axis("off")
-    for j, title in enumerate(["image", "stage 1", "stage 2", "stage 3"]):
+    for j, title in enumerate(["image", *(f"stage {k + 1}" for k in range(len(stages)))]):
         axes[0, j].set_title(title, fontsize=9)
     fig.suptitle("CBAM spatial attention (last block of each stage)", fontsize=10)
     fig.tight_layout()
