@@ -38,6 +38,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from torchvision.transforms import v2
 
+from ._io import atomic_write
 from ._manifest import (
     INTERPOLATIONS,
     PACKAGED_MANIFEST,
@@ -433,7 +434,7 @@ def add_entry(
     target = weights_folder / new.file  # copied only once the new manifest is known to be valid
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or target.read_bytes() != data:
-        target.write_bytes(data)
+        atomic_write(target, data)  # a kill mid-copy leaves the old file whole
     save_manifest([*others, new], manifest)
     return new
 
