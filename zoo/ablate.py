@@ -287,6 +287,7 @@ def publish(
     weights_folder: Path | None = None,
     replace: bool = False,
     tolerance: float = 0.05,
+    git_commit: str | None = None,
 ) -> list[str]:
     """Add each tagged row's first-seed weights to the manifest as ``<model>.<tag>``, with the
     top-1 re-measured from the file (it must agree with the run's own final evaluation within
@@ -308,6 +309,11 @@ def publish(
             )
             continue
         summary = json.loads((run.out_dir / SUMMARY).read_text(encoding="utf-8"))
+        trained = json.loads((run.out_dir / "config.json").read_text(encoding="utf-8"))["train"]
+        setting = (
+            f"{'bf16 autocast' if trained['amp_bf16'] else 'float32'} + "
+            f"{'channels_last' if trained['channels_last'] else 'NCHW'}"
+        )
         ev = evaluate_run(run.row.model, weights)
         measured = {k: float(ev.result[k]) for k in ("top1", "top5")}
         if abs(measured["top1"] - summary["final"]["top1"]) > tolerance:
@@ -333,8 +339,9 @@ def publish(
             eval_command=f"python eval.py {name}",
             model_args=dict(run.row.args),
             train_wall_time_s=summary["train_wall_time_s"],
-            hardware=hardware,
+            hardware=f"{hardware}; {setting}",
             seeds=SeedSpread.of("top1", seeds),
+            git_commit=git_commit,
             replace=name in known,
             manifest=manifest,
             weights_folder=weights_folder,
@@ -393,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument(
         "--replace", action="store_true", help="update entries that exist (e.g. with more seeds)"
     )
+    pub.add_argument("--git-commit", help="the commit the runs trained at (default: HEAD)")
     args = parser.parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
@@ -400,7 +408,14 @@ def main(argv: list[str] | None = None) -> int:
             if run_matrix(matrix, args.only, args.until, args.set):
                 return 1
         elif args.command == "publish":
-            publish(matrix, args.hardware, args.manifest, args.weights_folder, args.replace)
+            publish(
+                matrix,
+                args.hardware,
+                args.manifest,
+                args.weights_folder,
+                args.replace,
+                git_commit=args.git_commit,
+            )
         else:
             print_status(matrix)
     except ConfigError as err:
