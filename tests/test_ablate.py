@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import zoo
-from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix
+from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix, select
 from zoo.ablate_report import (
     END,
     START,
@@ -110,6 +110,11 @@ def test_plan_is_seed_major_with_sweeps_after_the_first_seed(tmp_path):
         "base seed 0",
         "layernorm seed 0",
         "layernorm seed 0 lr=0.01",
+        "layernorm seed 0 lr=0.1",
+        "base seed 1",
+        "layernorm seed 1",
+    ]
+    assert [r.label for r in select(plan(m), ["* seed 1", "*lr=0.1"])] == [
         "layernorm seed 0 lr=0.1",
         "base seed 1",
         "layernorm seed 1",

@@ -189,11 +189,17 @@ def plan(matrix: Matrix) -> list[Run]:
     return runs
 
 
-def select(runs: list[Run], only: str | None) -> list[Run]:
-    """Runs whose label or row name matches the fnmatch pattern (all when None)."""
+def select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
+    """Runs whose label or row name matches one of the fnmatch patterns (all when None), in
+    plan order."""
     if not only:
         return runs
-    return [r for r in runs if fnmatch.fnmatch(r.row.name, only) or fnmatch.fnmatch(r.label, only)]
+    patterns = [only] if isinstance(only, str) else only
+    return [
+        r
+        for r in runs
+        if any(fnmatch.fnmatch(r.row.name, p) or fnmatch.fnmatch(r.label, p) for p in patterns)
+    ]
 
 
 def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
@@ -233,7 +239,7 @@ def claim(run: Run):
 
 
 def run_matrix(
-    matrix: Matrix, only: str | None = None, until: float | None = None, extra: list[str] = ()
+    matrix: Matrix, only: str | list[str] | None = None, until: float | None = None, extra: list[str] = ()
 ) -> list[str]:
     """Work through every unfinished run; return the labels of those that failed. ``until``
     (a time.time()) stops before starting a run that would not finish by then, judged by the
@@ -379,7 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train every unfinished run, resuming interrupted ones")
     run.add_argument("matrix")
-    run.add_argument("--only", help="fnmatch pattern on row names or run labels, e.g. 'resnet20_*'")
+    run.add_argument(
+        "--only",
+        action="append",
+        help="fnmatch pattern on row names or run labels, e.g. 'resnet20_*' or '* seed 0' (repeatable: any)",
+    )
     run.add_argument("--until", type=_parse_until, help="HH:MM: start no run that would end later")
     run.add_argument(
         "--set",
