@@ -14,7 +14,7 @@ import zoo
 from zoo.cli import main
 from zoo.engine import get_task
 from zoo.predict import ModelCard, Preprocess, predict, read_image
-from zoo.weights import find_weights
+from zoo.weights import SeedSpread, find_weights
 
 from .conftest import REPO, run_env
 
@@ -84,6 +84,15 @@ def test_info_of_an_architecture_describes_its_default_weights_or_itself(capsys)
     assert main(["info", "plain20", "--json"]) == 0  # no weights: the architecture as registered
     doc = json.loads(capsys.readouterr().out)
     assert doc["name"] == "plain20" and doc["macs"] == zoo.model_info("plain20")["macs"]
+
+
+def test_info_shows_the_spread_over_seeds(weight_store, capsys):
+    seeds = SeedSpread.of("top1", {0: 91.25, 1: 91.75})
+    weight_store.add("resnet20.test", seeds=seeds)
+    assert main(["info", "resnet20.test"]) == 0
+    assert "seeds       top1 91.5 ± 0.3536 over 2 (seed 0: 91.25, seed 1: 91.75)" in capsys.readouterr().out
+    assert main(["info", "resnet20.test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["seeds"]["values"] == {"0": 91.25, "1": 91.75}
 
 
 def test_predict_gives_the_labels_the_evaluator_scores(tmp_path):

@@ -6,6 +6,7 @@ The subcommands are thin: the work is in ``zoo.predict``, ``zoo.explain`` and ``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -202,6 +203,8 @@ def cmd_info(args) -> int:
             config=weights.config,
             file=f"{weights.file} ({weights.size_bytes / 1e6:.1f} MB, {weights.dtype}, sha256 {weights.sha256[:12]}...)",
         )
+        if weights.seeds is not None:
+            doc["seeds"] = dataclasses.asdict(weights.seeds)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -216,6 +219,13 @@ def cmd_info(args) -> int:
     )
     print(f"  dataset     {doc['dataset']}")
     print("  metrics     " + ", ".join(f"{k} {v}" for k, v in weights.metrics.items() if "/" not in k))
+    if weights.seeds is not None:
+        s = weights.seeds
+        spread = f" ± {s.std}" if s.std is not None else ""
+        each = ", ".join(f"seed {k}: {v}" for k, v in s.values.items())
+        print(
+            f"  seeds       {s.metric} {s.mean}{spread} over {len(s.values)} ({each}); this file is one of them"
+        )
     print(f"  classes     {', '.join(weights.label_names)}")
     print(f"  reproduce   {weights.command}")
     print(f"  evaluate    {weights.eval_command}")
