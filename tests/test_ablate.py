@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import zoo
-from zoo.ablate import LOCK, claim, load_matrix, main, plan, publish, run_matrix, select
+from zoo.ablate import LOCK, claim, load_matrix, main, measure_speed, plan, publish, run_matrix, select
 from zoo.ablate_report import (
     END,
     START,
@@ -318,3 +318,13 @@ def test_cbam_picture_from_a_weights_file(tmp_path):
     save_file(model.state_dict(), tmp_path / "cbam.safetensors")
     (path,) = plot_cbam(tmp_path / "cbam.safetensors", {}, tmp_path, n=2)
     assert path.name == "cbam_attention.png" and path.stat().st_size > 0
+
+
+def test_speed_times_every_row_before_training(tmp_path):
+    m = load_matrix(_matrix(tmp_path))
+    rows = measure_speed(m, steps=1)
+    assert [r["row"] for r in rows] == ["base", "layernorm"]
+    for r in rows:  # the tiny recipe fixes fp32 NCHW: one setting, measured
+        assert list(r["img_per_s"]) == ["fp32, NCHW"] and r["img_per_s"]["fp32, NCHW"] > 0
+        assert r["fastest"] == "fp32, NCHW" and r["params"] > 0
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written

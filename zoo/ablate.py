@@ -43,8 +43,11 @@ import yaml
 
 from .config import ConfigError, RunConfig, load_config
 from .engine import NonFiniteLossError, train
-from .engine.checkpoint import write_json
+from .engine.autotune import candidates, fastest, time_settings
+from .engine.checkpoint import model_from_config, write_json
+from .engine.distributed import resolve_device
 from .engine.evaluator import evaluate_run
+from .engine.tasks import get_task
 from .weights import SeedSpread, add_entry, load_manifest
 
 SUMMARY, DIVERGED, CHECKPOINT, LOCK = "summary.json", "diverged.json", "last.ckpt", ".ablate.lock"
@@ -357,6 +360,39 @@ def publish(
     return added
 
 
+def measure_speed(matrix: Matrix, steps: int = 5) -> list[dict[str, Any]]:
+    """Forward + backward img/s of each row's model on one real training batch, for every
+    precision / memory format ``auto`` would try (the trainer's own probe): what a row costs
+    before any of it is trained, to size a recipe."""
+    rows = []
+    for run in plan(matrix):
+        if run.sweep or run.seed != matrix.seeds[0]:
+            continue
+        cfg = run.config(matrix)
+        task = get_task(cfg.task)
+        loader, _, info = task.build_loaders(cfg)
+        batch = next(iter(loader.batches(0, 0)))
+        model = model_from_config(cfg, info)
+        settings = candidates(cfg.train.amp_bf16, cfg.train.channels_last)
+        trials = time_settings(
+            model, batch, task, cfg, resolve_device(cfg.train.device), settings, steps=steps
+        )
+        size = task.batch_size(batch)
+        rows.append(
+            {
+                "row": run.row.name,
+                "params": sum(p.numel() for p in model.parameters()),
+                "img_per_s": {t.label: round(size / t.seconds, 1) for t in trials},
+                "fastest": fastest(trials).label,
+            }
+        )
+        print(
+            f"{run.row.name:<24} " + "  ".join(f"{t.label}: {size / t.seconds:6.0f}" for t in trials),
+            flush=True,
+        )
+    return rows
+
+
 def print_status(matrix: Matrix) -> None:
     runs = plan(matrix)
     for run in runs:
@@ -400,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     status = commands.add_parser("status", help="list every run and its state")
     status.add_argument("matrix")
+    speed = commands.add_parser("speed", help="time each row's forward + backward (img/s) before training")
+    speed.add_argument("matrix")
+    speed.add_argument("--steps", type=int, default=5, help="timed steps per setting (after one warm-up)")
     pub = commands.add_parser("publish", help="add each tagged row's first-seed weights to the manifest")
     pub.add_argument("matrix")
     pub.add_argument("--hardware", required=True, help="what trained them, for the manifest")
@@ -417,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             if run_matrix(matrix, args.only, args.until, args.set):
                 return 1
+        elif args.command == "speed":
+            measure_speed(matrix, args.steps)
         elif args.command == "publish":
             publish(
                 matrix,
