@@ -285,8 +285,16 @@ def _estimate_seconds(run: Run, matrix: Matrix) -> float:
 
 
 def training_command(matrix: Matrix, run: Run) -> str:
-    """The one ``train.py`` command that trains ``run`` on its own."""
-    return " ".join(["python train.py", str(matrix.recipe), *(shlex.quote(o) for o in run.overrides)])
+    """The one ``train.py`` command that trains ``run`` on its own, into a fresh folder under
+    ``runs/`` (the run's own folder holds its committed results, and the trainer refuses to
+    start over a finished run; the folder changes nothing it computes)."""
+    fresh = (
+        Path("runs") / run.out_dir.relative_to(matrix.out_dir.parent)
+        if not run.out_dir.is_absolute()
+        else run.out_dir
+    )
+    overrides = [o if not o.startswith("train.out_dir=") else f"train.out_dir={fresh}" for o in run.overrides]
+    return " ".join(["python train.py", str(matrix.recipe), *(shlex.quote(o) for o in overrides)])
 
 
 def publish(
@@ -324,6 +332,7 @@ def publish(
             f"{'channels_last' if trained['channels_last'] else 'NCHW'}"
         )
         ev = evaluate_run(run.row.model, weights)
+        height, width = ev.info.input_size  # the images the run trained on, not the registry's default
         measured = {k: float(ev.result[k]) for k in ("top1", "top5")}
         if abs(measured["top1"] - summary["final"]["top1"]) > tolerance:
             raise RuntimeError(
@@ -341,6 +350,7 @@ def publish(
             split=ev.result["split"],
             metrics=measured,
             mean=list(ev.info.mean),
+            input_size=[height, width] if height and width else None,
             std=list(ev.info.std),
             label_names=list(ev.info.classes),
             config=str(matrix.recipe),
