@@ -116,6 +116,14 @@ class Run:
     def config(self, matrix: Matrix) -> RunConfig:
         return load_config(matrix.recipe, list(self.overrides))
 
+    def summary(self) -> dict[str, Any]:
+        """What the trainer wrote at the end: final metrics, steps, wall time."""
+        return json.loads((self.out_dir / SUMMARY).read_text(encoding="utf-8"))
+
+    def trained_config(self) -> dict[str, Any]:
+        """The resolved config the run trained with (``auto`` settings as chosen)."""
+        return json.loads((self.out_dir / "config.json").read_text(encoding="utf-8"))
+
 
 def _fields(cls, data: Any, where: str) -> dict:
     if not isinstance(data, dict):
@@ -190,6 +198,16 @@ def plan(matrix: Matrix) -> list[Run]:
                 runs.append(Run(row, s.seed, out, tuple(ov), s.name, value))
     runs += [matrix_run(r, seed) for seed in rest for r in matrix.rows]
     return runs
+
+
+def first_seed_runs(matrix: Matrix) -> list[Run]:
+    """Each row's run with the matrix's first seed (the one whose weights are published)."""
+    return [r for r in plan(matrix) if not r.sweep and r.seed == matrix.seeds[0]]
+
+
+def finished_seeds(matrix: Matrix, row: Row) -> list[Run]:
+    """The row's matrix runs (not sweeps) that have finished, in seed order."""
+    return [r for r in plan(matrix) if r.row is row and not r.sweep and r.state() == "done"]
 
 
 def select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
@@ -276,11 +294,7 @@ def run_matrix(
 
 def _estimate_seconds(run: Run, matrix: Matrix) -> float:
     """Training time of the same row's finished matrix runs (0 when none has finished)."""
-    times = [
-        json.loads((d / SUMMARY).read_text())["train_wall_time_s"]
-        for d in (matrix.out_dir / run.row.name).glob("seed*")
-        if (d / SUMMARY).is_file()
-    ]
+    times = [r.summary()["train_wall_time_s"] for r in finished_seeds(matrix, run.row)]
     return max(times) if times and not run.sweep else 0.0
 
 
@@ -310,11 +324,10 @@ def publish(
     top-1 re-measured from the file (it must agree with the run's own final evaluation within
     ``tolerance`` points) and the spread over every finished seed. Rows whose first seed has
     not finished, or whose weights file is gone, are skipped and named."""
-    first = matrix.seeds[0]
     known = {e.name for e in load_manifest(manifest)}
     added = []
-    for run in plan(matrix):
-        if run.sweep or run.seed != first or not run.row.tag:
+    for run in first_seed_runs(matrix):
+        if not run.row.tag:
             continue
         name, weights = f"{run.row.model}.{run.row.tag}", run.out_dir / "model.safetensors"
         if name in known and not replace:
@@ -325,8 +338,8 @@ def publish(
                 + ("" if weights.is_file() else ", no weights file")
             )
             continue
-        summary = json.loads((run.out_dir / SUMMARY).read_text(encoding="utf-8"))
-        trained = json.loads((run.out_dir / "config.json").read_text(encoding="utf-8"))["train"]
+        summary = run.summary()
+        trained = run.trained_config()["train"]
         setting = (
             f"{'bf16 autocast' if trained['amp_bf16'] else 'float32'} + "
             f"{'channels_last' if trained['channels_last'] else 'NCHW'}"
@@ -338,11 +351,7 @@ def publish(
             raise RuntimeError(
                 f"{weights}: re-measured top1 {measured['top1']} differs from the run's {summary['final']['top1']}"
             )
-        seeds = {
-            str(r.seed): json.loads((r.out_dir / SUMMARY).read_text(encoding="utf-8"))["final"]["top1"]
-            for r in plan(matrix)
-            if r.row is run.row and not r.sweep and r.state() == "done"
-        }
+        seeds = {str(r.seed): r.summary()["final"]["top1"] for r in finished_seeds(matrix, run.row)}
         entry = add_entry(
             name,
             weights,
@@ -375,9 +384,7 @@ def measure_speed(matrix: Matrix, steps: int = 5) -> list[dict[str, Any]]:
     precision / memory format ``auto`` would try (the trainer's own probe): what a row costs
     before any of it is trained, to size a recipe."""
     rows = []
-    for run in plan(matrix):
-        if run.sweep or run.seed != matrix.seeds[0]:
-            continue
+    for run in first_seed_runs(matrix):
         cfg = run.config(matrix)
         task = get_task(cfg.task)
         loader, _, info = task.build_loaders(cfg)

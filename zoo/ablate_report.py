@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from ._builder import create_model, model_info
-from .ablate import SUMMARY, Matrix, Run, load_matrix, plan
+from .ablate import Matrix, Run, first_seed_runs, load_matrix, plan
 from .config import ConfigError
 from .data import load_classification
 from .engine.checkpoint import write_json
@@ -98,8 +98,7 @@ def read_log(run_dir: Path) -> list[dict]:
 
 
 def seed_result(run: Run) -> SeedResult:
-    summary = json.loads((run.out_dir / SUMMARY).read_text(encoding="utf-8"))
-    config = json.loads((run.out_dir / "config.json").read_text(encoding="utf-8"))
+    summary, config = run.summary(), run.trained_config()
     speeds = [r["img_per_s"] for r in read_log(run.out_dir) if r.get("kind") == "train"]
     return SeedResult(
         seed=run.seed,
@@ -304,7 +303,7 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
     """Per group: test error and training loss against epochs, seed 0 of each row (He et al. Fig. 6)."""
     plt = pyplot()
     paths = []
-    first = matrix.seeds[0]
+    first = {r.row.name: r for r in first_seed_runs(matrix)}
     groups = {
         "residual": ["plain20", "resnet20_batchnorm", "plain56", "resnet56"],
         "normalization": [r.name for r in rows if r.group == "normalization"],
@@ -318,10 +317,9 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
         fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
         drawn = 0
         for name in names:
-            run_dir = matrix.out_dir / name / f"seed{first}"
-            if not (run_dir / SUMMARY).is_file():  # finished runs only
+            if name not in first or first[name].state() != "done":  # finished runs only
                 continue
-            epochs, loss, acc = epoch_curves(run_dir)
+            epochs, loss, acc = epoch_curves(first[name].out_dir)
             if not epochs:
                 continue
             style = "--" if name.startswith("plain") else "-"
@@ -332,7 +330,9 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
             ax_loss.set(
                 xlabel="epoch", ylabel="training loss (label-smoothed)", title=f"{group}: training loss"
             )
-            ax_err.set(xlabel="epoch", ylabel="test error %", title=f"{group}: test error (seed {first})")
+            ax_err.set(
+                xlabel="epoch", ylabel="test error %", title=f"{group}: test error (seed {matrix.seeds[0]})"
+            )
             ax_err.set_ylim(bottom=max(0, ax_err.get_ylim()[0]))
             ax_err.legend(fontsize=8)
             fig.tight_layout()
@@ -515,10 +515,9 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
     pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
     norms = initial_gradient_norms()
     pictures += plot_gradients(norms, out)
-    cbam = next((r for r in rows if r.model == "cbam_resnet20"), None)
-    cbam_file = matrix.out_dir / "cbam_resnet20" / f"seed{matrix.seeds[0]}" / "model.safetensors"
-    if cbam is not None and cbam_file.is_file():
-        pictures += plot_cbam(cbam_file, cbam.args, out)
+    cbam = next((r for r in first_seed_runs(matrix) if r.row.model == "cbam_resnet20"), None)
+    if cbam is not None and (cbam.out_dir / "model.safetensors").is_file():
+        pictures += plot_cbam(cbam.out_dir / "model.safetensors", cbam.row.args, out)
     results = {
         "matrix": str(matrix.path),
         "rows": [asdict(r) | {"mean": r.mean, "std": r.std} for r in rows],
