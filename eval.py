@@ -5,6 +5,7 @@
     python eval.py resnet20.fashion_mnist               # one published weight (arch alone: its default tag)
     python eval.py resnet20 --checkpoint runs/fashion_mnist/resnet20/model.safetensors
     python eval.py resnet20 --checkpoint runs/fashion_mnist/resnet20/last.ckpt
+    python eval.py wide_resnet14_2 --checkpoint runs/fashion_mnist/wide_resnet14_2/last.ckpt --hflip-tta
     python eval.py deeplabv3_resnet18 --checkpoint runs/camvid/deeplabv3_resnet18/last.ckpt --save-overlays 6
     python eval.py fcos_dcn_resnet18 --checkpoint runs/bccd/fcos_dcn_resnet18/last.ckpt --save-boxes 8 --save-sampling
 
@@ -139,6 +140,12 @@ def main() -> int:
         metavar="N",
         help="segmentation: save N images / ground truth / prediction to runs/eval/<name>_overlays.png",
     )
+    parser.add_argument(
+        "--hflip-tta",
+        action="store_true",
+        help="classification, with --checkpoint: also top1_hflip, the top-1 of the mean softmax over "
+        "each image and its mirror image (published weights use it when their metrics record it)",
+    )
     parser.add_argument("--save-boxes", type=int, default=0, metavar="N", help="detection: boxes on N images")
     parser.add_argument("--save-sampling", action="store_true", help="detection: the deformable head's taps")
     args = parser.parse_args()
@@ -157,8 +164,15 @@ def main() -> int:
             parser.error(f"--save-overlays applies to segmentation models, {args.model} is {task}")
         if (args.save_boxes or args.save_sampling) and task != "detection":
             parser.error(f"--save-boxes/--save-sampling apply to detection models, {args.model} is {task}")
+        if args.hflip_tta and (task != "classification" or not args.checkpoint):
+            parser.error(
+                "--hflip-tta applies to a classification --checkpoint (a published weight measures "
+                "test-time flips when its recorded metrics include top1_hflip)"
+            )
         if args.checkpoint:
-            ev = evaluate_run(args.model, args.checkpoint, device, args.data_dir, args.batch_size)
+            ev = evaluate_run(
+                args.model, args.checkpoint, device, args.data_dir, args.batch_size, args.hflip_tta
+            )
         else:
             ev = evaluate_published(args.model, device, args.data_dir, args.batch_size)
     except (DatasetNotFoundError, CheckpointError, WeightsError, ValueError) as err:

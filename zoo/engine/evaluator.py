@@ -30,13 +30,18 @@ def evaluate(
     info: DatasetInfo,
     channels_last: bool = False,
     device: torch.device | str | None = None,
+    hflip_tta: bool = False,
 ) -> dict[str, Any]:
     """Metrics over the whole loader in float32 and eval mode; the model's mode is restored.
-    Batches go to ``device``; ``None``: the device the model's parameters are on."""
+    Batches go to ``device``; ``None``: the device the model's parameters are on.
+    ``hflip_tta``: also the metrics with test-time flips, named ``*_hflip``."""
+    if hflip_tta and not task.supports_hflip_tta:
+        raise ValueError(f"test-time flips (hflip_tta) are measured for classification, not {task.name}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    metrics = task.metrics(info).to(device)
+    metrics = task.metrics(info, hflip_tta=True) if hflip_tta else task.metrics(info)
+    metrics = metrics.to(device)
     n, t0 = 0, time.perf_counter()
     for batch in loader.batches(0) if hasattr(loader, "batches") else loader:
         batch = task.to_device(batch, device, channels_last)
@@ -62,10 +67,16 @@ class Evaluation:
     device: torch.device
 
 
+def uses_hflip_tta(metrics: dict[str, float]) -> bool:
+    """Whether recorded metrics include one measured with test-time flips (named ``*_hflip``)."""
+    return any(name.endswith("_hflip") for name in metrics)
+
+
 def evaluate_published(
     name: str, device: torch.device | str = "cpu", data_dir: str | None = None, batch_size: int | None = None
 ) -> Evaluation:
-    """Manifest weights on the split they were measured on, with their own preprocessing."""
+    """Manifest weights on the split they were measured on, with their own preprocessing (and
+    test-time flips too when a recorded metric was measured with them)."""
     device = torch.device(device)
     w = find_weights(name)
     task = get_task(w.task)
@@ -75,7 +86,7 @@ def evaluate_published(
     if w.label_names:
         info = dataclasses.replace(info, classes=tuple(w.label_names))
     model = create_model(w.name, pretrained=True).to(device)
-    result = evaluate(model, loader, task, info, device=device)
+    result = evaluate(model, loader, task, info, device=device, hflip_tta=uses_hflip_tta(w.metrics))
     result = {"name": w.name, "dataset": w.dataset, "split": w.split, **result}
     return Evaluation(result, model, loader, task, info, device)
 
@@ -86,6 +97,7 @@ def evaluate_run(
     device: torch.device | str = "cpu",
     data_dir: str | None = None,
     batch_size: int | None = None,
+    hflip_tta: bool = False,
 ) -> Evaluation:
     """A run's last.ckpt (its EMA weights when the run kept an EMA) or exported
     model.safetensors, on the split and with the normalisation the run used."""
@@ -102,7 +114,7 @@ def evaluate_run(
         {"mean": run.info.mean, "std": run.info.std},
     )
     model = run.model.to(device)
-    result = evaluate(model, loader, task, run.info, device=device)
+    result = evaluate(model, loader, task, run.info, device=device, hflip_tta=hflip_tta)
     result = {
         "name": arch,
         "checkpoint": str(path),

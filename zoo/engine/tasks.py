@@ -63,6 +63,7 @@ class Task:
     tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
     eval_batch_size = 8  # eval.py's default: what fits in memory at the task's image sizes
     data_keys: frozenset[str] = frozenset()  # the data.* keys it reads besides COMMON_DATA_KEYS
+    supports_hflip_tta = False  # can metrics(..., hflip_tta=True) measure with test-time flips
 
     def check_data_config(self, data: DataConfig) -> None:
         """Refuse a data.* key this task ignores but the config sets (to other than its default):
@@ -117,7 +118,9 @@ class Task:
     def loss(self, model: nn.Module, batch, cfg: RunConfig) -> torch.Tensor:
         raise NotImplementedError
 
-    def metrics(self, info: DatasetInfo) -> torchmetrics.MetricCollection:
+    def metrics(self, info: DatasetInfo, hflip_tta: bool = False) -> torchmetrics.MetricCollection:
+        """``hflip_tta``: also measure with test-time flips, under metric names ending in
+        ``_hflip`` (only tasks that say so in ``supports_hflip_tta``)."""
         raise NotImplementedError
 
     def eval_step(self, model: nn.Module, batch, metrics: torchmetrics.MetricCollection) -> None:
@@ -161,26 +164,46 @@ class ClassificationTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
 
-    def metrics(self, info):
+    supports_hflip_tta = True
+
+    def metrics(self, info, hflip_tta=False):
         num_classes = info.num_classes
-        return torchmetrics.MetricCollection(
-            {
-                "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-                "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-                "per_class": MulticlassAccuracy(num_classes, average=None),
-                "confusion": MulticlassConfusionMatrix(num_classes),
-            }
-        )
+        metrics = {
+            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "per_class": MulticlassAccuracy(num_classes, average=None),
+            "confusion": MulticlassConfusionMatrix(num_classes),
+        }
+        if hflip_tta:
+            metrics["top1_hflip"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        # Without compute groups, so the test-time-flip metric keeps its own state although it is
+        # the same kind of metric as top1 (eval_step feeds it other predictions).
+        return torchmetrics.MetricCollection(metrics, compute_groups=not hflip_tta)
 
     def eval_step(self, model, batch, metrics):
         x, y = batch
-        metrics.update(model(x).float(), y)
+        logits = model(x).float()
+        if "top1_hflip" not in metrics:
+            metrics.update(logits, y)
+            return
+        for name, metric in metrics.items():
+            if name != "top1_hflip":
+                metric.update(logits, y)
+        # The mean of the softmax over the image and its mirror image (a left-right flip is a
+        # transformation the training augmentation already made, data.hflip).
+        probs = (logits.softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2
+        metrics["top1_hflip"].update(probs, y)
 
     def summarize(self, values, info):
         classes = info.classes
-        return {
+        out = {
             "top1": round(100 * values["top1"].item(), 2),
             "top5": round(100 * values["top5"].item(), 2),
+        }
+        if "top1_hflip" in values:
+            out["top1_hflip"] = round(100 * values["top1_hflip"].item(), 2)
+        return {
+            **out,
             "per_class_acc": {c: round(100 * v, 2) for c, v in zip(classes, values["per_class"].tolist())},
             "confusion_matrix": values["confusion"].tolist(),
         }
