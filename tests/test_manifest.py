@@ -64,3 +64,23 @@ def test_readme_table_matches_the_manifest():
         )
     expected = render_readme(text, load_manifest(MANIFEST))
     assert text == expected, "README.md's model table is out of date: run python -m zoo.readme"
+
+
+HEADLINE = "wide_resnet14_2.fashion_mnist"
+
+
+def test_headline_weight_meets_the_claim_the_readme_makes():
+    """Issue 11's headline: at most 1M parameters, at least 95.0% top-1 (single view) on the
+    Fashion-MNIST test set, at most 90 minutes of training; the README quotes the manifest."""
+    w = find_weights(HEADLINE, load_manifest(MANIFEST))
+    assert w.num_params <= 1_000_000
+    assert w.metrics["top1"] >= 95.0
+    assert w.train_wall_time_s <= 90 * 60
+    section = README.read_text(encoding="utf-8").split("### The headline", 1)[1].split("\n## ", 1)[0]
+    for quoted in (
+        f"{w.metrics['top1']:.2f}% top-1",
+        f"{w.metrics['top1_hflip']:.2f}%",
+        f"{w.train_wall_time_s / 60:.1f} minutes",
+        f"{w.num_params // 1000}K parameters",
+    ):
+        assert quoted in section, f"the README's headline section does not say {quoted!r} (the manifest does)"
