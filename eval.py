@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from zoo._tasks import HFLIP_TTA_TASKS
 from zoo.data import DatasetNotFoundError
 from zoo.engine import CheckpointError, Evaluation, evaluate_published, evaluate_run, get_task, load_run
 from zoo.engine.checkpoint import write_json
@@ -104,6 +105,11 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> None:
     """Everything that can be checked before an evaluation runs, so none is lost to a bad argument."""
     if args.all == bool(args.model):
         parser.error("give a MODEL[.TAG] or --all")
+    if args.all and args.hflip_tta:
+        parser.error(
+            "--all measures each weight as it was recorded (with test-time flips where its metrics "
+            "include a *_hflip one); --hflip-tta is for one MODEL"
+        )
     out = Path(args.out or "runs/eval/all.json")
     folder = out.parent if out.parent != Path("") else Path(".")
     try:
@@ -143,8 +149,8 @@ def main() -> int:
     parser.add_argument(
         "--hflip-tta",
         action="store_true",
-        help="classification, with --checkpoint: also top1_hflip, the top-1 of the mean softmax over "
-        "each image and its mirror image (published weights use it when their metrics record it)",
+        help="classification: also top1_hflip, the top-1 of the mean softmax over each image and "
+        "its mirror image (a published weight whose metrics record it gets it without asking)",
     )
     parser.add_argument("--save-boxes", type=int, default=0, metavar="N", help="detection: boxes on N images")
     parser.add_argument("--save-sampling", action="store_true", help="detection: the deformable head's taps")
@@ -164,17 +170,14 @@ def main() -> int:
             parser.error(f"--save-overlays applies to segmentation models, {args.model} is {task}")
         if (args.save_boxes or args.save_sampling) and task != "detection":
             parser.error(f"--save-boxes/--save-sampling apply to detection models, {args.model} is {task}")
-        if args.hflip_tta and (task != "classification" or not args.checkpoint):
-            parser.error(
-                "--hflip-tta applies to a classification --checkpoint (a published weight measures "
-                "test-time flips when its recorded metrics include top1_hflip)"
-            )
+        if args.hflip_tta and task not in HFLIP_TTA_TASKS:
+            parser.error(f"--hflip-tta applies to {'/'.join(HFLIP_TTA_TASKS)} models, {args.model} is {task}")
         if args.checkpoint:
             ev = evaluate_run(
                 args.model, args.checkpoint, device, args.data_dir, args.batch_size, args.hflip_tta
             )
         else:
-            ev = evaluate_published(args.model, device, args.data_dir, args.batch_size)
+            ev = evaluate_published(args.model, device, args.data_dir, args.batch_size, args.hflip_tta)
     except (DatasetNotFoundError, CheckpointError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -79,3 +79,11 @@ def test_an_out_it_cannot_write_fails_before_the_evaluation(eval_script, tmp_pat
     assert f"--out {blocker / 'results.json'}: cannot create its folder" in capsys.readouterr().err
     assert eval_script("resnet20.fashion_mnist", "--out", str(tmp_path)) == 2
     assert f"--out {tmp_path} is a folder: name the JSON file to write" in capsys.readouterr().err
+
+
+def test_flips_are_refused_where_they_would_mean_nothing(eval_script, capsys):
+    assert eval_script("--all", "--hflip-tta") == 2
+    assert "--hflip-tta is for one MODEL" in capsys.readouterr().err
+    assert eval_script("fcos_resnet18.bccd", "--hflip-tta") == 2
+    err = capsys.readouterr().err
+    assert "--hflip-tta applies to classification models, fcos_resnet18.bccd is detection" in err

@@ -3,6 +3,8 @@ the top-1 of the mean softmax over each image and its mirror image."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -10,6 +12,8 @@ import torch.nn as nn
 from zoo.data.registry import DatasetInfo
 from zoo.engine import get_task
 from zoo.engine.evaluator import evaluate, uses_hflip_tta
+
+from .conftest import REPO
 
 INFO = DatasetInfo(
     name="toy",
@@ -75,3 +79,42 @@ def test_tasks_without_flips_refuse_them():
 def test_recorded_metrics_say_when_a_weight_is_measured_with_flips():
     assert uses_hflip_tta({"top1": 95.0, "top1_hflip": 95.2})
     assert not uses_hflip_tta({"top1": 95.0, "top5": 99.9})
+
+
+def test_flip_metric_never_shares_state_with_top1():
+    """With compute groups, metrics whose states are equal after the first update share one
+    state; an equal first batch would then make top1_hflip a copy of top1."""
+    metrics = get_task("classification").metrics(INFO, hflip_tta=True)
+    metrics.update(torch.eye(3)[[0, 1, 2]], torch.tensor([0, 1, 2]))  # both metrics see the same
+    assert not metrics.compute_groups or all(len(g) == 1 for g in metrics.compute_groups.values())
+
+
+def test_other_tasks_refuse_flip_metrics():
+    for name in ("segmentation", "detection"):
+        with pytest.raises(ValueError, match="test-time flips"):
+            get_task(name).metrics(INFO, hflip_tta=True)
+
+
+def test_a_run_that_never_saw_mirrored_images_is_not_measured_with_flips(tmp_path, monkeypatch):
+    import zoo.engine.evaluator as evaluator
+
+    class Cfg:
+        class model:
+            name = "resnet20"
+
+        class data:
+            hflip = False
+
+    monkeypatch.setattr(evaluator, "load_run", lambda path: type("Run", (), {"cfg": Cfg})())
+    with pytest.raises(ValueError, match="data.hflip=false"):
+        evaluator.evaluate_run("resnet20", tmp_path / "last.ckpt", hflip_tta=True)
+
+
+def test_the_manifest_refuses_flip_metrics_for_tasks_that_cannot_measure_them():
+    from zoo._manifest import ManifestError, parse_manifest
+
+    entry = json.loads((REPO / "zoo" / "weights_manifest.json").read_text(encoding="utf-8"))
+    seg = next(e for e in entry if e["task"] == "segmentation")
+    seg["metrics"] = {**seg["metrics"], "miou_hflip": 50.0}
+    with pytest.raises(ManifestError, match="test-time flips"):
+        parse_manifest([seg])

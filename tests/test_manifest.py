@@ -76,7 +76,9 @@ def test_headline_weight_meets_the_claim_the_readme_makes():
     assert w.num_params <= 1_000_000
     assert w.metrics["top1"] >= 95.0
     assert w.train_wall_time_s <= 90 * 60
-    section = README.read_text(encoding="utf-8").split("### The headline", 1)[1].split("\n## ", 1)[0]
+    text = README.read_text(encoding="utf-8")
+    assert "### The headline" in text, "README.md has no '### The headline' section for the headline weight"
+    section = text.split("### The headline", 1)[1].split("\n## ", 1)[0]
     for quoted in (
         f"{w.metrics['top1']:.2f}% top-1",
         f"{w.metrics['top1_hflip']:.2f}%",

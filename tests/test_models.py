@@ -181,6 +181,7 @@ def test_model_info_agrees_with_a_count_from_layer_shapes(built: Built):
     [
         ("resnet20", 10, 272_474),
         ("resnet56", 10, 855_770),
+        ("wide_resnet14_2", 10, 696_618),
         ("resnet110", 10, 1_730_714),
         ("resnet18", 1000, 11_689_512),
         ("resnet50", 1000, 25_557_032),

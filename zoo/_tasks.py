@@ -7,3 +7,8 @@ Adding a task kind is one name here plus one ``Task`` class in ``zoo/engine/task
 """
 
 TASKS = ("classification", "segmentation", "detection")
+
+# Metrics measured with test-time horizontal flips end in this suffix (``top1_hflip``); only
+# these tasks measure them (the manifest refuses such a metric for another task).
+HFLIP_SUFFIX = "_hflip"
+HFLIP_TTA_TASKS = ("classification",)

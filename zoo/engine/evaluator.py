@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .._builder import create_model
+from .._tasks import HFLIP_SUFFIX
 from ..data.registry import DatasetInfo
 from ..weights import find_weights
 from .checkpoint import load_run
@@ -35,13 +36,10 @@ def evaluate(
     """Metrics over the whole loader in float32 and eval mode; the model's mode is restored.
     Batches go to ``device``; ``None``: the device the model's parameters are on.
     ``hflip_tta``: also the metrics with test-time flips, named ``*_hflip``."""
-    if hflip_tta and not task.supports_hflip_tta:
-        raise ValueError(f"test-time flips (hflip_tta) are measured for classification, not {task.name}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    metrics = task.metrics(info, hflip_tta=True) if hflip_tta else task.metrics(info)
-    metrics = metrics.to(device)
+    metrics = task.metrics(info, hflip_tta=hflip_tta).to(device)
     n, t0 = 0, time.perf_counter()
     for batch in loader.batches(0) if hasattr(loader, "batches") else loader:
         batch = task.to_device(batch, device, channels_last)
@@ -68,15 +66,19 @@ class Evaluation:
 
 
 def uses_hflip_tta(metrics: dict[str, float]) -> bool:
-    """Whether recorded metrics include one measured with test-time flips (named ``*_hflip``)."""
-    return any(name.endswith("_hflip") for name in metrics)
+    """Whether recorded metrics include one measured with test-time flips (``*_hflip``)."""
+    return any(name.endswith(HFLIP_SUFFIX) for name in metrics)
 
 
 def evaluate_published(
-    name: str, device: torch.device | str = "cpu", data_dir: str | None = None, batch_size: int | None = None
+    name: str,
+    device: torch.device | str = "cpu",
+    data_dir: str | None = None,
+    batch_size: int | None = None,
+    hflip_tta: bool = False,
 ) -> Evaluation:
-    """Manifest weights on the split they were measured on, with their own preprocessing (and
-    test-time flips too when a recorded metric was measured with them)."""
+    """Manifest weights on the split they were measured on, with their own preprocessing; with
+    test-time flips too when asked or when a recorded metric was measured with them."""
     device = torch.device(device)
     w = find_weights(name)
     task = get_task(w.task)
@@ -86,7 +88,8 @@ def evaluate_published(
     if w.label_names:
         info = dataclasses.replace(info, classes=tuple(w.label_names))
     model = create_model(w.name, pretrained=True).to(device)
-    result = evaluate(model, loader, task, info, device=device, hflip_tta=uses_hflip_tta(w.metrics))
+    hflip_tta = hflip_tta or uses_hflip_tta(w.metrics)
+    result = evaluate(model, loader, task, info, device=device, hflip_tta=hflip_tta)
     result = {"name": w.name, "dataset": w.dataset, "split": w.split, **result}
     return Evaluation(result, model, loader, task, info, device)
 
@@ -100,11 +103,17 @@ def evaluate_run(
     hflip_tta: bool = False,
 ) -> Evaluation:
     """A run's last.ckpt (its EMA weights when the run kept an EMA) or exported
-    model.safetensors, on the split and with the normalisation the run used."""
+    model.safetensors, on the split and with the normalisation the run used; ``hflip_tta``
+    only for a run that trained on mirrored images too (data.hflip)."""
     device = torch.device(device)
     run = load_run(path)
     if run.cfg.model.name != arch:
         raise ValueError(f"{path} holds a {run.cfg.model.name}, not a {arch}")
+    if hflip_tta and not run.cfg.data.hflip:
+        raise ValueError(
+            f"test-time flips: {path} trained with data.hflip=false, so its model never saw a "
+            "mirrored image; evaluate it without them"
+        )
     task = get_task(run.cfg.task)
     loader, _ = task.build_eval_loader(
         run.cfg.data.dataset,

@@ -19,7 +19,7 @@ import torchmetrics
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 
-from .._tasks import TASKS
+from .._tasks import HFLIP_SUFFIX, HFLIP_TTA_TASKS, TASKS
 from ..config import ConfigError, DataConfig, RunConfig
 from ..data import segmentation
 from ..data.batch_aug import BatchAugment
@@ -63,7 +63,6 @@ class Task:
     tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
     eval_batch_size = 8  # eval.py's default: what fits in memory at the task's image sizes
     data_keys: frozenset[str] = frozenset()  # the data.* keys it reads besides COMMON_DATA_KEYS
-    supports_hflip_tta = False  # can metrics(..., hflip_tta=True) measure with test-time flips
 
     def check_data_config(self, data: DataConfig) -> None:
         """Refuse a data.* key this task ignores but the config sets (to other than its default):
@@ -118,10 +117,21 @@ class Task:
     def loss(self, model: nn.Module, batch, cfg: RunConfig) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def supports_hflip_tta(self) -> bool:
+        """Whether ``metrics(info, hflip_tta=True)`` measures with test-time flips."""
+        return self.name in HFLIP_TTA_TASKS
+
     def metrics(self, info: DatasetInfo, hflip_tta: bool = False) -> torchmetrics.MetricCollection:
         """``hflip_tta``: also measure with test-time flips, under metric names ending in
-        ``_hflip`` (only tasks that say so in ``supports_hflip_tta``)."""
+        ``HFLIP_SUFFIX`` (tasks in ``HFLIP_TTA_TASKS`` only)."""
         raise NotImplementedError
+
+    def _refuse_hflip_tta(self, hflip_tta: bool) -> None:
+        if hflip_tta:
+            raise ValueError(
+                f"test-time flips (hflip_tta) are measured for {', '.join(HFLIP_TTA_TASKS)}, not {self.name}"
+            )
 
     def eval_step(self, model: nn.Module, batch, metrics: torchmetrics.MetricCollection) -> None:
         raise NotImplementedError
@@ -129,6 +139,9 @@ class Task:
     def summarize(self, values: dict[str, torch.Tensor], info: DatasetInfo) -> dict[str, Any]:
         """Turn computed torchmetrics values into plain JSON-able numbers (percent where usual)."""
         raise NotImplementedError
+
+
+TOP1_HFLIP = "top1" + HFLIP_SUFFIX  # classification's top-1 with test-time flips
 
 
 def _eval_info(info: DatasetInfo, input_spec: dict | None) -> DatasetInfo:
@@ -164,35 +177,39 @@ class ClassificationTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
 
-    supports_hflip_tta = True
-
     def metrics(self, info, hflip_tta=False):
         num_classes = info.num_classes
+
+        def top1():
+            return MulticlassAccuracy(num_classes, top_k=1, average="micro")
+
         metrics = {
-            "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "top1": top1(),
             "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
             "per_class": MulticlassAccuracy(num_classes, average=None),
             "confusion": MulticlassConfusionMatrix(num_classes),
         }
         if hflip_tta:
-            metrics["top1_hflip"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        # Without compute groups, so the test-time-flip metric keeps its own state although it is
-        # the same kind of metric as top1 (eval_step feeds it other predictions).
+            metrics[TOP1_HFLIP] = top1()
+        # Compute groups merge metrics whose states are equal after the first update() of the
+        # whole collection; top1 and top1_hflip often are (a large model's first batch is as
+        # often right with flips as without), and would then share one state: top1_hflip
+        # would silently equal top1. eval_step updates each metric on its own, and the groups
+        # stay off besides, so no later caller of metrics.update() can merge them.
         return torchmetrics.MetricCollection(metrics, compute_groups=not hflip_tta)
 
     def eval_step(self, model, batch, metrics):
         x, y = batch
         logits = model(x).float()
-        if "top1_hflip" not in metrics:
+        if TOP1_HFLIP not in metrics:
             metrics.update(logits, y)
             return
         for name, metric in metrics.items():
-            if name != "top1_hflip":
+            if name != TOP1_HFLIP:
                 metric.update(logits, y)
-        # The mean of the softmax over the image and its mirror image (a left-right flip is a
-        # transformation the training augmentation already made, data.hflip).
+        # The mean of the softmax over the image and its mirror image.
         probs = (logits.softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2
-        metrics["top1_hflip"].update(probs, y)
+        metrics[TOP1_HFLIP].update(probs, y)
 
     def summarize(self, values, info):
         classes = info.classes
@@ -200,8 +217,8 @@ class ClassificationTask(Task):
             "top1": round(100 * values["top1"].item(), 2),
             "top5": round(100 * values["top5"].item(), 2),
         }
-        if "top1_hflip" in values:
-            out["top1_hflip"] = round(100 * values["top1_hflip"].item(), 2)
+        if TOP1_HFLIP in values:
+            out[TOP1_HFLIP] = round(100 * values[TOP1_HFLIP].item(), 2)
         return {
             **out,
             "per_class_acc": {c: round(100 * v, 2) for c, v in zip(classes, values["per_class"].tolist())},
@@ -283,7 +300,8 @@ class SegmentationTask(Task):
             loss = loss + self.aux_weight * cross_entropy(out["aux"])
         return loss
 
-    def metrics(self, info):
+    def metrics(self, info, hflip_tta=False):
+        self._refuse_hflip_tta(hflip_tta)
         # ignore_index equal to num_classes is supported: those pixels are dropped before counting.
         n, ignore = info.num_classes, info.ignore_index
         return torchmetrics.MetricCollection(
@@ -362,7 +380,8 @@ class DetectionTask(Task):
         images, targets = batch
         return sum(model(images, targets).values())
 
-    def metrics(self, info):
+    def metrics(self, info, hflip_tta=False):
+        self._refuse_hflip_tta(hflip_tta)
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
 
     def eval_step(self, model, batch, metrics):
