@@ -4,6 +4,7 @@ import math
 
 import torch
 
+import zoo
 from zoo import bench
 from zoo.engine.autotune import Trial
 
@@ -18,8 +19,10 @@ def test_deform_bench_times_both_implementations_and_a_plain_conv():
 
 def test_inference_bench_uses_the_weights_input_else_the_registry_size():
     assert bench.input_shape("resnet20.fashion_mnist") == (1, 28, 28)  # published: 1 channel
-    assert bench.input_shape("resnet56") == (3, 32, 32)  # no weights: the registered size
-    for name in ("resnet20.fashion_mnist", "resnet56"):
+    unpublished = "resnet110"
+    assert not zoo.list_models(unpublished, pretrained=True), "pick an architecture without weights"
+    assert bench.input_shape(unpublished) == (3, 32, 32)  # no weights: the registered size
+    for name in ("resnet20.fashion_mnist", unpublished):
         ips = bench.inference(name, batch=2, bf16=True, channels_last=True, repeats=1)
         assert math.isfinite(ips) and ips > 0
 

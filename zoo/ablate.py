@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import fnmatch
+import hashlib
 import json
 import os
 import shlex
@@ -324,7 +325,7 @@ def publish(
     top-1 re-measured from the file (it must agree with the run's own final evaluation within
     ``tolerance`` points) and the spread over every finished seed. Rows whose first seed has
     not finished, or whose weights file is gone, are skipped and named."""
-    known = {e.name for e in load_manifest(manifest)}
+    known = {e.name: e for e in load_manifest(manifest)}
     added = []
     for run in first_seed_runs(matrix):
         if not run.row.tag:
@@ -352,6 +353,12 @@ def publish(
                 f"{weights}: re-measured top1 {measured['top1']} differs from the run's {summary['final']['top1']}"
             )
         seeds = {str(r.seed): r.summary()["final"]["top1"] for r in finished_seeds(matrix, run.row)}
+        # Republishing the same file (to add seeds) keeps where and at which commit it was trained.
+        prior = known.get(name)
+        if prior is not None and prior.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest():
+            trained_at, trained_on = prior.git_commit, prior.hardware
+        else:
+            trained_at, trained_on = git_commit, f"{hardware}; {setting}"
         entry = add_entry(
             name,
             weights,
@@ -367,9 +374,9 @@ def publish(
             eval_command=f"python eval.py {name}",
             model_args=dict(run.row.args),
             train_wall_time_s=summary["train_wall_time_s"],
-            hardware=f"{hardware}; {setting}",
+            hardware=trained_on,
             seeds=SeedSpread.of("top1", seeds),
-            git_commit=git_commit,
+            git_commit=trained_at,
             replace=name in known,
             manifest=manifest,
             weights_folder=weights_folder,
