@@ -26,7 +26,7 @@ from typing import Any
 
 from ._io import atomic_write
 from ._registry import TASKS, close_matches, get_entry, is_model, list_architectures, split_name
-from ._tasks import HFLIP_SUFFIX, HFLIP_TTA_TASKS
+from ._tasks import HFLIP_TTA_TASKS, hflip_metrics
 
 PACKAGED_MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -235,7 +235,7 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
         problems += _seed_problems(e.seeds, e.metrics)
     if e.task not in TASKS or e.task != get_entry(arch).task:
         problems.append(f"task {e.task!r} is not {arch}'s task {get_entry(arch).task!r}")
-    flipped = [k for k in e.metrics if k.endswith(HFLIP_SUFFIX)]
+    flipped = hflip_metrics(e.metrics)
     if flipped and e.task not in HFLIP_TTA_TASKS:
         problems.append(
             f"metrics {flipped} are measured with test-time flips, which only {', '.join(HFLIP_TTA_TASKS)} "

@@ -12,3 +12,8 @@ TASKS = ("classification", "segmentation", "detection")
 # these tasks measure them (the manifest refuses such a metric for another task).
 HFLIP_SUFFIX = "_hflip"
 HFLIP_TTA_TASKS = ("classification",)
+
+
+def hflip_metrics(metrics: dict) -> list[str]:
+    """The names among ``metrics`` that were measured with test-time flips."""
+    return [name for name in metrics if name.endswith(HFLIP_SUFFIX)]

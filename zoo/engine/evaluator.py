@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .._builder import create_model
-from .._tasks import HFLIP_SUFFIX
+from .._tasks import hflip_metrics
 from ..data.registry import DatasetInfo
 from ..weights import find_weights
 from .checkpoint import load_run
@@ -67,7 +67,7 @@ class Evaluation:
 
 def uses_hflip_tta(metrics: dict[str, float]) -> bool:
     """Whether recorded metrics include one measured with test-time flips (``*_hflip``)."""
-    return any(name.endswith(HFLIP_SUFFIX) for name in metrics)
+    return bool(hflip_metrics(metrics))
 
 
 def evaluate_published(

@@ -117,11 +117,6 @@ class Task:
     def loss(self, model: nn.Module, batch, cfg: RunConfig) -> torch.Tensor:
         raise NotImplementedError
 
-    @property
-    def supports_hflip_tta(self) -> bool:
-        """Whether ``metrics(info, hflip_tta=True)`` measures with test-time flips."""
-        return self.name in HFLIP_TTA_TASKS
-
     def metrics(self, info: DatasetInfo, hflip_tta: bool = False) -> torchmetrics.MetricCollection:
         """``hflip_tta``: also measure with test-time flips, under metric names ending in
         ``HFLIP_SUFFIX`` (tasks in ``HFLIP_TTA_TASKS`` only)."""
