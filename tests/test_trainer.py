@@ -45,27 +45,26 @@ def _train_cli(out: Path, *extra: str, resume: bool = False) -> subprocess.Popen
     )
 
 
-def test_resume_after_sigkill_gives_identical_weights(tmp_path):
-    steps = ["train.max_steps=24", "train.ckpt_every_steps=4"]
+def check_resume_after_sigkill(tmp_path: Path, steps: list[str], kill_between: tuple[int, int]) -> None:
+    """Train to the end once; train again, SIGKILL as soon as a checkpoint with a step in
+    ``kill_between`` exists, resume: the weights must equal the uninterrupted run's bit for bit."""
     reference = _train_cli(tmp_path / "ref", *steps)
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
 
     run = tmp_path / "killed"
     proc = _train_cli(run, *steps)
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill as soon as a mid-run checkpoint exists
-        ckpt = run / "last.ckpt"
-        if ckpt.exists():
-            try:
-                if 4 <= load_checkpoint(ckpt)["step"] < 20:
-                    break
-            except Exception:  # being replaced right now; read again
-                pass
-        time.sleep(0.05)
+    while time.time() < deadline:
+        try:
+            if kill_between[0] <= load_checkpoint(run / "last.ckpt")["step"] < kill_between[1]:
+                break
+        except Exception:  # not written yet, or being replaced right now; read again
+            pass
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(run / "last.ckpt")["step"]
-    assert killed_at < 24 and not (run / "model.safetensors").exists()
+    assert killed_at < kill_between[1] and not (run / "model.safetensors").exists()
 
     resumed = _train_cli(run, *steps, resume=True)
     out = resumed.communicate(timeout=300)[0]
@@ -75,6 +74,10 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+    check_resume_after_sigkill(tmp_path, ["train.max_steps=24", "train.ckpt_every_steps=4"], (4, 20))
 
 
 def test_checkpoints_carry_the_cuda_rng_state_when_cuda_is_in_use(tmp_path, monkeypatch):

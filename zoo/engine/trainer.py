@@ -344,6 +344,9 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.deterministic:
+        # cuBLAS is deterministic only with a fixed workspace; without this variable PyTorch
+        # refuses the first CUDA matmul under use_deterministic_algorithms. No effect on the CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(t.seed)
 
