@@ -366,13 +366,26 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
             ax.annotate(r.name, (x, r.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel=xlabel, ylabel="test top-1 %")
         if log:
-            ax.set_xscale("log")
+            _log_axis_in_thousands(ax, xs)
     fig.suptitle("Fashion-MNIST, one recipe: accuracy against cost")
     fig.tight_layout()
     path = out / "accuracy_vs_cost.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def _log_axis_in_thousands(ax, xs: list[float]) -> None:
+    """A log x axis labelled 100K, 200K, 500K, 1M, ... : matplotlib's default labels every
+    minor tick of a log axis as 2x10^5, 3x10^5, ..., which run into each other."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = min(xs) / 1.3, max(xs) * 1.3
+    ticks = [m * 10**e for e in range(3, 10) for m in (1, 2, 5) if lo <= m * 10**e <= hi]
+    ax.set_xlim(lo, hi)
+    ax.set_xticks(ticks, [f"{t / 1e6:g}M" if t >= 1e6 else f"{t / 1e3:g}K" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
