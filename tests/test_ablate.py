@@ -21,6 +21,7 @@ from zoo.ablate_report import (
     START,
     RowResult,
     SeedResult,
+    _log_axis_in_thousands,
     claim_readings,
     collect,
     compare,
@@ -318,6 +319,26 @@ def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     assert "93.00 (1 seed)" in text and "`base` 0.1: 91.00, 1.0: diverged" in text
+
+
+@pytest.mark.parametrize(
+    "xs, labels",
+    [
+        ([272_000], ["200K", "500K"]),  # one row: the axis is widened to two ticks
+        ([176_000, 4_019_000], ["200K", "500K", "1M", "2M", "5M"]),
+        ([700, 800], ["500", "1K", "2K"]),
+    ],
+)
+def test_parameter_axis_always_has_labelled_ticks(xs, labels):
+    from zoo.viz import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    _log_axis_in_thousands(ax, xs)
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    lo, hi = ax.get_xlim()
+    assert lo <= min(xs) and max(xs) <= hi
+    plt.close(fig)
 
 
 def test_cbam_picture_from_a_weights_file(tmp_path):

@@ -94,16 +94,18 @@ def test_detector_on_cuda_computes_what_it_computes_on_cpu(name, full_float32):
 
 
 def test_deform_conv_cuda_kernel_equals_the_cpu_sampler(full_float32):
-    """On CUDA the layer runs torchvision's kernel; on the CPU, by default, the grid-sample
-    one. Both must compute the same outputs and gradients, offsets far off the grid included."""
-    layer = DeformConv2d(5, 7, 3, impl="auto").double()
-    _randomize_offsets(layer)
+    """On CUDA the layer runs torchvision's kernel by default; on the CPU, the grid-sample one.
+    Both must compute the same outputs and gradients, offsets far off the grid included."""
+    sampler = DeformConv2d(5, 7, 3, impl="grid_sample").double()
+    _randomize_offsets(sampler)
     with torch.no_grad():
-        layer.offset_mask.weight.normal_(0, 1.0)
+        sampler.offset_mask.weight.normal_(0, 1.0)
+    kernel = DeformConv2d(5, 7, 3, impl="torchvision").double()
+    kernel.load_state_dict(sampler.state_dict())
     x = torch.randn(2, 5, 9, 11, dtype=torch.float64)
 
-    def run(device):
-        m = layer.to(device)
+    def run(m, device):
+        m = m.to(device)
         m.zero_grad()
         xi = x.to(device).detach().requires_grad_()
         out = m(xi)
@@ -112,16 +114,16 @@ def test_deform_conv_cuda_kernel_equals_the_cpu_sampler(full_float32):
         grads = [xi.grad] + [p.grad for p in m.parameters()]
         return out.detach().cpu(), [g.detach().cpu() for g in grads]
 
-    cpu_out, cpu_grads = run("cpu")
-    gpu_out, gpu_grads = run(GPU)
+    cpu_out, cpu_grads = run(sampler, "cpu")
+    gpu_out, gpu_grads = run(kernel, GPU)
     torch.testing.assert_close(gpu_out, cpu_out)
     for g, ref in zip(gpu_grads, cpu_grads):
         torch.testing.assert_close(g, ref)
 
 
 def test_cuda_run_resumes_after_sigkill_to_identical_weights(tmp_path):
-    steps = ["train.device=cuda", "train.max_steps=120", "train.ckpt_every_steps=10"]
-    check_resume_after_sigkill(tmp_path, steps, (10, 100))  # GPU steps are quick: a wide window
+    extra = ["train.device=cuda", "train.ckpt_every_steps=10"]
+    check_resume_after_sigkill(tmp_path, extra, max_steps=120, kill_from=10)  # GPU steps are quick
 
 
 CLASSIFICATION_WEIGHTS = [e for e in load_manifest() if e.task == "classification"]

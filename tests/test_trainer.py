@@ -45,9 +45,11 @@ def _train_cli(out: Path, *extra: str, resume: bool = False) -> subprocess.Popen
     )
 
 
-def check_resume_after_sigkill(tmp_path: Path, steps: list[str], kill_between: tuple[int, int]) -> None:
-    """Train to the end once; train again, SIGKILL as soon as a checkpoint with a step in
-    ``kill_between`` exists, resume: the weights must equal the uninterrupted run's bit for bit."""
+def check_resume_after_sigkill(tmp_path: Path, extra: list[str], max_steps: int, kill_from: int) -> None:
+    """Train ``max_steps`` steps once; train again, SIGKILL as soon as a checkpoint at step
+    ``kill_from`` or later (but before the end) exists, resume: the weights must equal the
+    uninterrupted run's bit for bit."""
+    steps = [f"train.max_steps={max_steps}", *extra]
     reference = _train_cli(tmp_path / "ref", *steps)
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
 
@@ -56,15 +58,18 @@ def check_resume_after_sigkill(tmp_path: Path, steps: list[str], kill_between: t
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
-            if kill_between[0] <= load_checkpoint(run / "last.ckpt")["step"] < kill_between[1]:
+            if load_checkpoint(run / "last.ckpt")["step"] >= kill_from:
                 break
         except Exception:  # not written yet, or being replaced right now; read again
             pass
-        time.sleep(0.01)
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"no checkpoint at step {kill_from} or later within 300 s")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = load_checkpoint(run / "last.ckpt")["step"]
-    assert killed_at < kill_between[1] and not (run / "model.safetensors").exists()
+    assert kill_from <= killed_at < max_steps and not (run / "model.safetensors").exists()
 
     resumed = _train_cli(run, *steps, resume=True)
     out = resumed.communicate(timeout=300)[0]
@@ -77,7 +82,7 @@ def check_resume_after_sigkill(tmp_path: Path, steps: list[str], kill_between: t
 
 
 def test_resume_after_sigkill_gives_identical_weights(tmp_path):
-    check_resume_after_sigkill(tmp_path, ["train.max_steps=24", "train.ckpt_every_steps=4"], (4, 20))
+    check_resume_after_sigkill(tmp_path, ["train.ckpt_every_steps=4"], max_steps=24, kill_from=4)
 
 
 def test_checkpoints_carry_the_cuda_rng_state_when_cuda_is_in_use(tmp_path, monkeypatch):

@@ -376,16 +376,29 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
 
 
 def _log_axis_in_thousands(ax, xs: list[float]) -> None:
-    """A log x axis labelled 100K, 200K, 500K, 1M, ... : matplotlib's default labels every
-    minor tick of a log axis as 2x10^5, 3x10^5, ..., which run into each other."""
+    """A log x axis with ticks at 1, 2 and 5 times powers of ten, labelled 200K, 500K, 1M, ...:
+    matplotlib's default labels every minor tick of a log axis (2x10^5, 3x10^5, ...), and the
+    labels run into each other. The axis is widened until at least two ticks fall on it."""
     from matplotlib.ticker import NullFormatter
 
-    ax.set_xscale("log")
+    candidates = [m * 10.0**e for e in range(13) for m in (1, 2, 5)]
     lo, hi = min(xs) / 1.3, max(xs) * 1.3
-    ticks = [m * 10**e for e in range(3, 10) for m in (1, 2, 5) if lo <= m * 10**e <= hi]
+    ticks = [t for t in candidates if lo <= t <= hi]
+    if len(ticks) < 2:
+        lo = max([t for t in candidates if t <= lo], default=lo)
+        hi = min([t for t in candidates if t >= hi], default=hi)
+        ticks = [t for t in candidates if lo <= t <= hi]
+    ax.set_xscale("log")
     ax.set_xlim(lo, hi)
-    ax.set_xticks(ticks, [f"{t / 1e6:g}M" if t >= 1e6 else f"{t / 1e3:g}K" for t in ticks])
+    ax.set_xticks(ticks, [_si(t) for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _si(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
 
 
 def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:

@@ -345,7 +345,9 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
         torch.set_num_threads(t.threads)
     if t.deterministic:
         # cuBLAS is deterministic only with a fixed workspace; without this variable PyTorch
-        # refuses the first CUDA matmul under use_deterministic_algorithms. No effect on the CPU.
+        # refuses CUDA matmuls under use_deterministic_algorithms. It is read when cuBLAS first
+        # starts, so it holds for train.py's process, not for one that ran CUDA matmuls before
+        # train() (set it yourself there). No effect on the CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(t.seed)
