@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import fnmatch
-import hashlib
 import json
 import os
 import shlex
@@ -43,6 +42,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, RunConfig, load_config
+from .data.integrity import file_sha256
 from .engine import NonFiniteLossError, train
 from .engine.autotune import candidates, fastest, time_settings
 from .engine.checkpoint import model_from_config, write_json
@@ -355,7 +355,7 @@ def publish(
         seeds = {str(r.seed): r.summary()["final"]["top1"] for r in finished_seeds(matrix, run.row)}
         # Republishing the same file (to add seeds) keeps where and at which commit it was trained.
         prior = known.get(name)
-        if prior is not None and prior.sha256 == hashlib.sha256(weights.read_bytes()).hexdigest():
+        if prior is not None and prior.sha256 == file_sha256(weights):
             trained_at, trained_on = prior.git_commit, prior.hardware
         else:
             trained_at, trained_on = git_commit, f"{hardware}; {setting}"
