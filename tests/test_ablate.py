@@ -229,6 +229,14 @@ def test_table_shows_each_seed_and_mean_and_std():
     assert "`resnet20_nonorm` (seed 1, 2)" in "\n".join(claim_readings([diverged], []))
 
 
+def test_a_gpu_seed_counts_for_accuracy_but_not_for_minutes():
+    row = _row("resnet20_batchnorm", [94.0, 94.5, 94.2])
+    row.seeds[2] = SeedResult(2, 94.2, 0.5, 20000.0, 1, "bf16", device="cuda:0 (NVIDIA H100 80GB HBM3)")
+    line = next(x for x in render_table([row]).splitlines() if "resnet20_batchnorm" in x)
+    assert "94.23 ± 0.25" in line and "94.00, 94.50, 94.20 (GPU)" in line
+    assert line.endswith("| 1000 | 1.0 |")  # img/s and minutes of the two CPU seeds alone
+
+
 def test_a_run_held_by_another_runner_is_skipped_and_its_lock_dies_with_it(tmp_path):
     m = load_matrix(_matrix(tmp_path))
     run = plan(m)[0]

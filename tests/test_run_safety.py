@@ -17,7 +17,7 @@ from zoo.engine import CheckpointError, NonFiniteLossError, RunFolderError, trai
 from zoo.engine import trainer as trainer_module
 from zoo.engine.autotune import Trial
 from zoo.engine.checkpoint import load_checkpoint, save_checkpoint, write_json
-from zoo.engine.distributed import DistInfo, resolve_device
+from zoo.engine.distributed import DistInfo, describe_device, resolve_device
 from zoo.engine.tasks import ClassificationTask
 
 from .conftest import REPO
@@ -281,6 +281,15 @@ def test_nothing_bypasses_the_chosen_device(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "time_settings", probe)
     train(config(tmp_path, "train.max_steps=2", "train.eval_every_epochs=1", "train.channels_last=auto"))
     assert seen == {"batches": {chosen}, "evaluate": {chosen}, "probe": {chosen}}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["device"], summary["torch"]) == ("cpu", torch.__version__)
+
+
+def test_the_summary_names_the_gpu(monkeypatch):
+    """A run's minutes are only comparable on the same hardware, so the summary names it."""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: f"Fake GPU {device.index}")
+    assert describe_device(torch.device("cuda", 1)) == "cuda:1 (Fake GPU 1)"
+    assert describe_device(torch.device("cpu")) == "cpu"
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "last.ckpt"])

@@ -1,6 +1,11 @@
 """The small test splits shipped in datasets/ load offline and are checked against their sums."""
 
+import functools
+import gzip
+import http.server
+import multiprocessing
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,3 +44,75 @@ def test_a_corrupt_shipped_file_is_refused(tmp_path):
     victim.write_bytes(bytes(data))
     with pytest.raises(DatasetNotFoundError, match="does not match SHA256SUMS"):
         verify_shipped(copy)
+
+
+def _stage_after(barrier, src: str) -> None:
+    barrier.wait()
+    classification._stage(classification._IDX["fashion_mnist"], "test", src)
+
+
+def test_runs_started_together_on_a_fresh_cache_all_get_whole_files(monkeypatch, tmp_path):
+    """One runner per matrix row, started at once on a machine with an empty cache: each
+    decompresses the idx files into the same folder, and none may fail or read half a file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(REPO / "datasets" / "fashion-mnist" / name, src / name)
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / f"cache{attempt}"))
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_stage_after, args=(barrier, str(src))) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        assert [p.exitcode for p in procs] == [0] * 6
+        raw = tmp_path / f"cache{attempt}" / "torchvision" / "FashionMNIST" / "raw"
+        for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            assert (raw / name).read_bytes() == gzip.decompress((src / f"{name}.gz").read_bytes())
+        assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def test_two_bccd_downloads_at_once_both_end_with_the_whole_folder(monkeypatch, tmp_path):
+    """Each download fills its own temporary folder; the second to finish finds the first's in
+    place and keeps it (the same pinned commit's files), leaving no partial folder behind."""
+    source = tmp_path / "source"
+    for split in bccd_module.SPLITS:
+        (source / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+        (source / "ImageSets" / "Main" / f"{split}.txt").write_text("a\nb\n")
+    for i in "ab":
+        (source / "Annotations").mkdir(exist_ok=True)
+        (source / "JPEGImages").mkdir(exist_ok=True)
+        (source / "Annotations" / f"{i}.xml").write_text(f"<annotation>{i}</annotation>")
+        (source / "JPEGImages" / f"{i}.jpg").write_bytes(i.encode() * 1000)
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(source))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(bccd_module, "SOURCE_URL", f"http://127.0.0.1:{server.server_port}")
+    dst, errors = tmp_path / "cache" / "BCCD", []
+
+    def download():
+        try:
+            assert bccd_module._download(dst) == dst
+        except BaseException as err:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(err)
+
+    try:
+        threads = [threading.Thread(target=download) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert errors == []
+    assert (dst / "JPEGImages" / "b.jpg").read_bytes() == b"b" * 1000
+    assert [p.name for p in dst.parent.iterdir()] == ["BCCD"]

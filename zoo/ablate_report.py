@@ -40,6 +40,11 @@ class SeedResult:
     img_per_s: float  # median training throughput over the run's log records
     threads: int  # torch threads the run trained with (0: the default, all cores)
     precision: str  # "bf16" or "fp32", as the run chose or was told
+    device: str = "cpu"  # where it trained (the trainer's summary), e.g. "cuda:0 (NVIDIA H100 80GB HBM3)"
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
 
 
 @dataclass
@@ -61,6 +66,12 @@ class RowResult:
     @property
     def mean(self) -> float:
         return statistics.fmean(self.values) if self.seeds else math.nan
+
+    @property
+    def cpu_seeds(self) -> list[SeedResult]:
+        """The seeds whose speed and minutes are comparable across rows: the CPU-trained ones
+        (a GPU seed counts for accuracy, but its minutes would make a row look cheap)."""
+        return [s for s in self.seeds if s.on_cpu]
 
     @property
     def std(self) -> float:
@@ -107,6 +118,8 @@ def seed_result(run: Run) -> SeedResult:
         img_per_s=round(statistics.median(speeds), 1) if speeds else math.nan,
         threads=int(config["train"]["threads"]),
         precision="bf16" if config["train"]["amp_bf16"] else "fp32",
+        # Summaries name their device since 2026-11-26; every run before that trained on a CPU.
+        device=summary.get("device", "cpu"),
     )
 
 
@@ -262,13 +275,15 @@ def _pm(r: RowResult) -> str:
 
 def render_table(rows: list[RowResult]) -> str:
     lines = [
-        "| idea | row | model | top-1 % (mean ± std) | seeds | params | MACs | train img/s | minutes |",
+        "| idea | row | model | top-1 % (mean ± std) | seeds | params | MACs | train img/s (CPU) "
+        "| minutes (CPU) |",
         "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        seeds = ", ".join(f"{s.top1:.2f}" for s in r.seeds) or "-"
-        ips = f"{statistics.median(s.img_per_s for s in r.seeds):.0f}" if r.seeds else "-"
-        mins = f"{statistics.fmean(s.minutes for s in r.seeds):.1f}" if r.seeds else "-"
+        seeds = ", ".join(f"{s.top1:.2f}" + ("" if s.on_cpu else " (GPU)") for s in r.seeds) or "-"
+        cpu = r.cpu_seeds
+        ips = f"{statistics.median(s.img_per_s for s in cpu):.0f}" if cpu else "-"
+        mins = f"{statistics.fmean(s.minutes for s in cpu):.1f}" if cpu else "-"
         args = "".join(f", {k}={v}" for k, v in r.args.items())
         lines.append(
             f"| {r.group} | `{r.name}` | `{r.model}`{args} | {_pm(r)} | {seeds} | {r.params / 1e3:.0f}K "
@@ -344,24 +359,27 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
 
 
 def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
-    """Top-1 against parameters and against training minutes, one point per row (mean ± std)."""
+    """Top-1 against parameters and against training minutes, one point per row (mean ± std;
+    the minutes of the CPU-trained seeds, and rows without one left out of that panel)."""
     plt = pyplot()
     done = [r for r in rows if r.seeds]
     if not done:
         return []
+    timed = [r for r in done if r.cpu_seeds]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (xlabel, xs, log) in zip(
+    for ax, (xlabel, points, log) in zip(
         axes,
         [
-            ("parameters", [r.params for r in done], True),
+            ("parameters", [(r, r.params) for r in done], True),
             (
-                "training minutes (mean over seeds)",
-                [statistics.fmean(s.minutes for s in r.seeds) for r in done],
+                "CPU training minutes (mean over CPU-trained seeds)",
+                [(r, statistics.fmean(s.minutes for s in r.cpu_seeds)) for r in timed],
                 False,
             ),
         ],
     ):
-        for r, x in zip(done, xs):
+        xs = [x for _, x in points]
+        for r, x in points:
             ax.errorbar(x, r.mean, yerr=0 if math.isnan(r.std) else r.std, fmt="o", capsize=3)
             ax.annotate(r.name, (x, r.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel=xlabel, ylabel="test top-1 %")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
@@ -100,16 +101,22 @@ def _fetch(url: str, dst: Path) -> None:
 
 
 def _download(dst: Path) -> Path:
-    """Every file of the pinned commit into a temporary folder, then renamed into place."""
-    tmp = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Every file of the pinned commit into a temporary folder, then renamed into place. The
+    folder's name is this download's own, so two runs downloading at once never mix files."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.", suffix=".partial", dir=dst.parent))
     for split in SPLITS:
         _fetch(f"{SOURCE_URL}/ImageSets/Main/{split}.txt", tmp / "ImageSets" / "Main" / f"{split}.txt")
     ids = sorted({i for s in SPLITS for i in _read_ids(tmp, s)})
     for i in ids:
         _fetch(f"{SOURCE_URL}/Annotations/{i}.xml", tmp / "Annotations" / f"{i}.xml")
         _fetch(f"{SOURCE_URL}/JPEGImages/{i}.jpg", tmp / "JPEGImages" / f"{i}.jpg")
-    os.replace(tmp, dst)  # atomic: a half-downloaded folder is never taken for data
+    try:
+        os.replace(tmp, dst)  # atomic: a half-downloaded folder is never taken for data
+    except OSError:
+        if not (dst / "ImageSets").is_dir():
+            raise
+        shutil.rmtree(tmp)  # another download finished first; its files are the same commit's
     return dst
 
 

@@ -23,6 +23,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from .._io import atomic_write
 from .classification import DatasetNotFoundError, cache_dir
 from .integrity import verify_files
 from .registry import DataFileError, DatasetInfo, register_dataset
@@ -169,9 +170,7 @@ def download(data_dir: str, timeout: float = 30.0, base_url: str = SOURCE_URL) -
         target.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(f"{base_url}/{relative}", timeout=timeout) as response:
             data = response.read()
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.replace(target)
+        atomic_write(target, data)  # its own temporary name: downloads may run side by side
 
     for split in ("train", "val", "test"):
         fetch(f"{split}.txt")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torchvision
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from .._io import atomic_write
 from .registry import DatasetInfo, register_dataset
 
 # The small test splits shipped beside the package in a source checkout (checked against
@@ -155,10 +155,10 @@ def _stage(spec: IdxSpec, split: str, data_dir: str | None) -> Path:
             dst = raw / name
             if dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
                 continue
-            tmp = dst.with_suffix(".tmp")
-            with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            os.replace(tmp, dst)  # atomic: a half-written file is never taken for data
+            # Each writer its own temporary name: runs started together on a fresh cache (one
+            # per row of a matrix) once shared one, and a run died on the other's rename.
+            with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as fin:
+                atomic_write(dst, fin.read())
         return root
     return _download_or_fail(spec, split, looked)
 

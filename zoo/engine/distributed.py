@@ -21,6 +21,13 @@ class DistInfo:
         return self.rank == 0
 
 
+def describe_device(device: torch.device) -> str:
+    """Where a run computed, for its summary: ``cpu``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when available, else the CPU; ``cpu``; ``cuda`` (under torchrun: the
     process's ``LOCAL_RANK`` GPU); ``cuda:N``. Asking for CUDA without it is an error."""

@@ -44,7 +44,7 @@ from .checkpoint import (
     save_weights,
     write_json,
 )
-from .distributed import DistInfo, cleanup, init_distributed
+from .distributed import DistInfo, cleanup, describe_device, init_distributed
 from .evaluator import evaluate
 from .tasks import Task, get_task
 
@@ -592,6 +592,8 @@ def finish(run: Run) -> dict[str, Any]:
         "train_wall_time_s": round(run.watch.elapsed, 1),
         "final": run.latest_eval.get(which, {}),
         "eval_of": which,
+        "device": describe_device(run.dist.device),  # the time above means little without it
+        "torch": torch.__version__,
         "info": run.info.to_dict(),
     }
     if run.dist.is_main:
