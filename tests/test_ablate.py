@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import zoo
+import zoo.ablate as ablate_module
 from zoo.ablate import LOCK, claim, load_matrix, main, measure_speed, plan, publish, run_matrix, select
 from zoo.ablate_report import (
     END,
@@ -27,6 +29,7 @@ from zoo.ablate_report import (
     compare,
     initial_gradient_norms,
     plot_cbam,
+    plot_cost,
     read_log,
     render_markdown,
     render_table,
@@ -229,12 +232,20 @@ def test_table_shows_each_seed_and_mean_and_std():
     assert "`resnet20_nonorm` (seed 1, 2)" in "\n".join(claim_readings([diverged], []))
 
 
-def test_a_gpu_seed_counts_for_accuracy_but_not_for_minutes():
-    row = _row("resnet20_batchnorm", [94.0, 94.5, 94.2])
-    row.seeds[2] = SeedResult(2, 94.2, 0.5, 20000.0, 1, "bf16", device="cuda:0 (NVIDIA H100 80GB HBM3)")
-    line = next(x for x in render_table([row]).splitlines() if "resnet20_batchnorm" in x)
-    assert "94.23 ± 0.25" in line and "94.00, 94.50, 94.20 (GPU)" in line
-    assert line.endswith("| 1000 | 1.0 |")  # img/s and minutes of the two CPU seeds alone
+def test_a_gpu_seed_counts_for_accuracy_but_not_for_minutes(tmp_path):
+    gpu = "cuda:0 (NVIDIA H100 80GB HBM3)"
+    row = _row("resnet20_batchnorm", [94.0, 94.5])
+    row.seeds[1] = SeedResult(1, 94.5, 0.5, 20000.0, 1, "bf16", device=gpu)
+    only_gpu = _row("plain20", [93.0])
+    only_gpu.seeds[0] = SeedResult(0, 93.0, 0.5, 20000.0, 1, "bf16", device=gpu)
+    table = render_table([row, only_gpu])
+    line = next(x for x in table.splitlines() if "resnet20_batchnorm" in x)
+    assert "94.25 ± 0.35" in line and "94.00, 94.50 (GPU)" in line
+    assert line.endswith("| 1000 | 1.0 |")  # img/s and minutes of the CPU seed alone
+    assert next(x for x in table.splitlines() if "plain20" in x).endswith(
+        "| 93.00 (GPU) | 100K | 1.0M | - | - |"
+    )
+    assert [p.name for p in plot_cost([row, only_gpu], tmp_path)] == ["accuracy_vs_cost.png"]
 
 
 def test_a_run_held_by_another_runner_is_skipped_and_its_lock_dies_with_it(tmp_path):
@@ -296,6 +307,23 @@ def _fake_run(folder: Path, top1: float, epochs: int = 3) -> None:
             {"kind": "eval", "which": "model", "epoch": e, "step": e * 10 + 10, "top1": top1 - epochs + e}
         )
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+
+
+@pytest.mark.parametrize("device, starts", [("cpu", False), ("cuda:0 (NVIDIA H100 80GB HBM3)", True)])
+def test_until_estimates_a_run_from_its_rows_cpu_seeds(tmp_path, capsys, monkeypatch, device, starts):
+    """An hour-long CPU seed 0 keeps seed 1 from starting ten minutes before --until; the same
+    seed trained on a GPU says nothing of the time here, so seed 1 starts."""
+    m = load_matrix(_matrix(tmp_path))
+    first = next(r for r in plan(m) if r.label == "base seed 0")
+    _fake_run(first.out_dir, 93.0)
+    summary = json.loads((first.out_dir / "summary.json").read_text())
+    summary.update(train_wall_time_s=3600.0, device=device)
+    (first.out_dir / "summary.json").write_text(json.dumps(summary))
+    started = []
+    monkeypatch.setattr(ablate_module, "execute", lambda run, matrix, extra: started.append(run.label))
+    assert run_matrix(m, only="base seed 1", until=time.time() + 600) == []
+    assert started == (["base seed 1"] if starts else [])
+    assert ("would end after --until (about 60 min)" in capsys.readouterr().out) is not starts
 
 
 def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):

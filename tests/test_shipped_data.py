@@ -116,3 +116,10 @@ def test_two_bccd_downloads_at_once_both_end_with_the_whole_folder(monkeypatch, 
     assert errors == []
     assert (dst / "JPEGImages" / "b.jpg").read_bytes() == b"b" * 1000
     assert [p.name for p in dst.parent.iterdir()] == ["BCCD"]
+
+
+def test_a_failed_bccd_download_leaves_no_partial_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(bccd_module, "SOURCE_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(OSError):
+        bccd_module._download(tmp_path / "BCCD")
+    assert list(tmp_path.iterdir()) == []

@@ -294,8 +294,11 @@ def run_matrix(
 
 
 def _estimate_seconds(run: Run, matrix: Matrix) -> float:
-    """Training time of the same row's finished matrix runs (0 when none has finished)."""
-    times = [r.summary()["train_wall_time_s"] for r in finished_seeds(matrix, run.row)]
+    """Training time of the same row's finished CPU runs (0 when none has finished): a seed
+    trained on a GPU says nothing of how long one takes here. (Summaries name their device
+    since 2026-11-26; every run before that trained on a CPU.)"""
+    summaries = [r.summary() for r in finished_seeds(matrix, run.row)]
+    times = [s["train_wall_time_s"] for s in summaries if s.get("device", "cpu") == "cpu"]
     return max(times) if times and not run.sweep else 0.0
 
 
@@ -358,7 +361,9 @@ def publish(
         if prior is not None and prior.sha256 == file_sha256(weights):
             trained_at, trained_on = prior.git_commit, prior.hardware
         else:
-            trained_at, trained_on = git_commit, f"{hardware}; {setting}"
+            device = summary.get("device", "cpu")
+            where = hardware if device == "cpu" else f"{hardware}; trained on {device}"
+            trained_at, trained_on = git_commit, f"{where}; {setting}"
         entry = add_entry(
             name,
             weights,

@@ -46,6 +46,11 @@ class SeedResult:
     def on_cpu(self) -> bool:
         return self.device == "cpu"
 
+    @property
+    def where(self) -> str:
+        """How the table marks a seed not trained on a CPU: (GPU) for CUDA, else the device."""
+        return "" if self.on_cpu else " (GPU)" if self.device.startswith("cuda") else f" ({self.device})"
+
 
 @dataclass
 class RowResult:
@@ -72,6 +77,16 @@ class RowResult:
         """The seeds whose speed and minutes are comparable across rows: the CPU-trained ones
         (a GPU seed counts for accuracy, but its minutes would make a row look cheap)."""
         return [s for s in self.seeds if s.on_cpu]
+
+    @property
+    def cpu_minutes(self) -> float:
+        cpu = self.cpu_seeds
+        return statistics.fmean(s.minutes for s in cpu) if cpu else math.nan
+
+    @property
+    def cpu_img_per_s(self) -> float:
+        speeds = [s.img_per_s for s in self.cpu_seeds if not math.isnan(s.img_per_s)]
+        return statistics.median(speeds) if speeds else math.nan
 
     @property
     def std(self) -> float:
@@ -280,10 +295,9 @@ def render_table(rows: list[RowResult]) -> str:
         "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        seeds = ", ".join(f"{s.top1:.2f}" + ("" if s.on_cpu else " (GPU)") for s in r.seeds) or "-"
-        cpu = r.cpu_seeds
-        ips = f"{statistics.median(s.img_per_s for s in cpu):.0f}" if cpu else "-"
-        mins = f"{statistics.fmean(s.minutes for s in cpu):.1f}" if cpu else "-"
+        seeds = ", ".join(f"{s.top1:.2f}{s.where}" for s in r.seeds) or "-"
+        ips = "-" if math.isnan(r.cpu_img_per_s) else f"{r.cpu_img_per_s:.0f}"
+        mins = "-" if math.isnan(r.cpu_minutes) else f"{r.cpu_minutes:.1f}"
         args = "".join(f", {k}={v}" for k, v in r.args.items())
         lines.append(
             f"| {r.group} | `{r.name}` | `{r.model}`{args} | {_pm(r)} | {seeds} | {r.params / 1e3:.0f}K "
@@ -365,7 +379,7 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
     done = [r for r in rows if r.seeds]
     if not done:
         return []
-    timed = [r for r in done if r.cpu_seeds]
+    timed = [r for r in done if r.cpu_seeds]  # a GPU seed's minutes would make a row look cheap
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (xlabel, points, log) in zip(
         axes,
@@ -373,7 +387,7 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
             ("parameters", [(r, r.params) for r in done], True),
             (
                 "CPU training minutes (mean over CPU-trained seeds)",
-                [(r, statistics.fmean(s.minutes for s in r.cpu_seeds)) for r in timed],
+                [(r, r.cpu_minutes) for r in timed],
                 False,
             ),
         ],

@@ -18,8 +18,8 @@ when it is loaded. Images are decoded once into memory (uint8, about 0.9 MB each
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
@@ -102,21 +102,23 @@ def _fetch(url: str, dst: Path) -> None:
 
 def _download(dst: Path) -> Path:
     """Every file of the pinned commit into a temporary folder, then renamed into place. The
-    folder's name is this download's own, so two runs downloading at once never mix files."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.", suffix=".partial", dir=dst.parent))
-    for split in SPLITS:
-        _fetch(f"{SOURCE_URL}/ImageSets/Main/{split}.txt", tmp / "ImageSets" / "Main" / f"{split}.txt")
-    ids = sorted({i for s in SPLITS for i in _read_ids(tmp, s)})
-    for i in ids:
-        _fetch(f"{SOURCE_URL}/Annotations/{i}.xml", tmp / "Annotations" / f"{i}.xml")
-        _fetch(f"{SOURCE_URL}/JPEGImages/{i}.jpg", tmp / "JPEGImages" / f"{i}.jpg")
+    folder's name is this download's own, so two runs downloading at once never mix files; a
+    failed download removes its folder."""
+    tmp = dst.with_name(f"{dst.name}.{secrets.token_hex(4)}.partial")
     try:
+        for split in SPLITS:
+            _fetch(f"{SOURCE_URL}/ImageSets/Main/{split}.txt", tmp / "ImageSets" / "Main" / f"{split}.txt")
+        ids = sorted({i for s in SPLITS for i in _read_ids(tmp, s)})
+        for i in ids:
+            _fetch(f"{SOURCE_URL}/Annotations/{i}.xml", tmp / "Annotations" / f"{i}.xml")
+            _fetch(f"{SOURCE_URL}/JPEGImages/{i}.jpg", tmp / "JPEGImages" / f"{i}.jpg")
         os.replace(tmp, dst)  # atomic: a half-downloaded folder is never taken for data
     except OSError:
-        if not (dst / "ImageSets").is_dir():
+        if not _is_bccd(dst):
             raise
-        shutil.rmtree(tmp)  # another download finished first; its files are the same commit's
+        # else another download finished first: its files are the same commit's
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless this one failed or lost
     return dst
 
 
