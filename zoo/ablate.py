@@ -293,12 +293,17 @@ def run_matrix(
     return failed
 
 
+def summary_device(summary: dict[str, Any]) -> str:
+    """Where a finished run trained, from its summary: summaries name their device since
+    2026-11-26, and every run before that trained on a CPU."""
+    return summary.get("device", "cpu")
+
+
 def _estimate_seconds(run: Run, matrix: Matrix) -> float:
     """Training time of the same row's finished CPU runs (0 when none has finished): a seed
-    trained on a GPU says nothing of how long one takes here. (Summaries name their device
-    since 2026-11-26; every run before that trained on a CPU.)"""
+    trained on a GPU says nothing of how long one takes here."""
     summaries = [r.summary() for r in finished_seeds(matrix, run.row)]
-    times = [s["train_wall_time_s"] for s in summaries if s.get("device", "cpu") == "cpu"]
+    times = [s["train_wall_time_s"] for s in summaries if summary_device(s) == "cpu"]
     return max(times) if times and not run.sweep else 0.0
 
 
@@ -361,7 +366,7 @@ def publish(
         if prior is not None and prior.sha256 == file_sha256(weights):
             trained_at, trained_on = prior.git_commit, prior.hardware
         else:
-            device = summary.get("device", "cpu")
+            device = summary_device(summary)
             where = hardware if device == "cpu" else f"{hardware}; trained on {device}"
             trained_at, trained_on = git_commit, f"{where}; {setting}"
         entry = add_entry(

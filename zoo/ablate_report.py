@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from ._builder import create_model, model_info
-from .ablate import Matrix, Run, first_seed_runs, load_matrix, plan
+from .ablate import Matrix, Run, first_seed_runs, load_matrix, plan, summary_device
 from .config import ConfigError
 from .data import load_classification
 from .engine.checkpoint import write_json
@@ -133,8 +133,7 @@ def seed_result(run: Run) -> SeedResult:
         img_per_s=round(statistics.median(speeds), 1) if speeds else math.nan,
         threads=int(config["train"]["threads"]),
         precision="bf16" if config["train"]["amp_bf16"] else "fp32",
-        # Summaries name their device since 2026-11-26; every run before that trained on a CPU.
-        device=summary.get("device", "cpu"),
+        device=summary_device(summary),
     )
 
 
