@@ -1,5 +1,9 @@
+import contextlib
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +17,24 @@ from zoo.weights import add_entry
 REPO = Path(__file__).resolve().parents[1]
 # The datasets folder the library reads too (CI sets it); tests that need CamVid or BCCD skip without it.
 DATA_DIR = Path(os.environ["ZOO_DATA_DIR"]) if os.environ.get("ZOO_DATA_DIR") else None
+
+
+@contextlib.contextmanager
+def serve_directory(folder: Path):
+    """A quiet HTTP server on 127.0.0.1 over ``folder``, for download code; yields its URL."""
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_env(**extra: str) -> dict[str, str]:

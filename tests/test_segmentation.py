@@ -15,7 +15,7 @@ from zoo.config import DataConfig, RunConfig
 from zoo.data import DataFileError, DatasetNotFoundError, SampleLoader, camvid, dataset_info, segmentation
 from zoo.engine import get_task
 
-from .conftest import randomize_batchnorm
+from .conftest import randomize_batchnorm, serve_directory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CAMVID = dataset_info("camvid")
@@ -270,10 +270,6 @@ def test_missing_camvid_error_says_where_it_looked(tmp_path, monkeypatch):
 
 def test_download_fetches_lists_images_and_masks(tmp_path, trust_files):
     """Against a local HTTP server holding a tiny fake CamVid folder, never the internet."""
-    import functools
-    import http.server
-    import threading
-
     from torchvision.io import encode_png
 
     source = tmp_path / "source"
@@ -286,21 +282,9 @@ def test_download_fetches_lists_images_and_masks(tmp_path, trust_files):
         line = f"{camvid.LIST_PREFIX}{split}/a.png {camvid.LIST_PREFIX}{split}annot/a.png\n"
         (source / f"{split}.txt").write_text(line)
 
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(QuietHandler, directory=str(source))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     trust_files("camvid", source)  # the fake stands for the real CamVid
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        root = camvid.download(
-            str(tmp_path / "data"), timeout=10, base_url=f"http://127.0.0.1:{server.server_port}"
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(source) as url:
+        root = camvid.download(str(tmp_path / "data"), timeout=10, base_url=url)
     assert root == tmp_path / "data" / "camvid"
     data = camvid.CamVid("trainval", str(tmp_path / "data"))
     image, mask = label_encoded_sample(8, 12)

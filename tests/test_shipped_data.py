@@ -1,8 +1,6 @@
 """The small test splits shipped in datasets/ load offline and are checked against their sums."""
 
-import functools
 import gzip
-import http.server
 import multiprocessing
 import shutil
 import threading
@@ -14,7 +12,7 @@ from zoo.data import DatasetNotFoundError, classification
 from zoo.data import bccd as bccd_module
 from zoo.data.classification import verify_shipped
 
-from .conftest import REPO
+from .conftest import REPO, serve_directory
 
 
 def test_fashion_mnist_test_split_is_shipped_and_verified(monkeypatch, tmp_path):
@@ -87,15 +85,6 @@ def test_two_bccd_downloads_at_once_both_end_with_the_whole_folder(monkeypatch, 
         (source / "Annotations" / f"{i}.xml").write_text(f"<annotation>{i}</annotation>")
         (source / "JPEGImages" / f"{i}.jpg").write_bytes(i.encode() * 1000)
 
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(source))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(bccd_module, "SOURCE_URL", f"http://127.0.0.1:{server.server_port}")
     dst, errors = tmp_path / "cache" / "BCCD", []
 
     def download():
@@ -104,15 +93,13 @@ def test_two_bccd_downloads_at_once_both_end_with_the_whole_folder(monkeypatch, 
         except BaseException as err:  # noqa: BLE001 (reported by the assertion below)
             errors.append(err)
 
-    try:
+    with serve_directory(source) as url:
+        monkeypatch.setattr(bccd_module, "SOURCE_URL", url)
         threads = [threading.Thread(target=download) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert errors == []
     assert (dst / "JPEGImages" / "b.jpg").read_bytes() == b"b" * 1000
     assert [p.name for p in dst.parent.iterdir()] == ["BCCD"]
