@@ -1,6 +1,6 @@
 import torch
 
-from zoo.data.batch_aug import BatchAugment, normalize, random_crop
+from zoo.data.batch_aug import BatchAugment, normalize, random_crop, random_resized_crop
 from zoo.data.loader import step_generator
 
 
@@ -52,3 +52,55 @@ def test_same_seed_same_batch_and_shards_match_the_global_batch():
     assert not torch.equal(full, aug(x, step_generator(0, 3, 8)))
     halves = [aug(x[r * 8 : (r + 1) * 8], step_generator(0, 3, 7), rank=r, world=2) for r in range(2)]
     assert torch.equal(torch.cat(halves), full)
+
+
+def _ramp(n=8, size=32):
+    """Images whose pixel value encodes its position: a crop's values tell where it came from."""
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    ramp = (ys * size + xs).float() / (size * size)
+    return ramp.expand(n, 3, size, size).clone() + torch.arange(n).float().view(n, 1, 1, 1)
+
+
+def test_random_resized_crop_shapes_and_one_box_per_image():
+    x = _ramp()
+    out = random_resized_crop(
+        x, (16, 16), (0.2, 0.6), (3 / 4, 4 / 3), torch.Generator().manual_seed(0), 8, slice(None)
+    )
+    assert out.shape == (8, 3, 16, 16)
+    # Each output comes from its own image (the integer part is the image's index) ...
+    assert torch.equal(out.floor(), torch.arange(8).float().view(8, 1, 1, 1).expand_as(out))
+    # ... and from a box inside it covering 0.2-0.6 of its area: the span of its values.
+    frac = out - out.floor()
+    rows = (frac * 32).floor()  # the source row of each output pixel
+    for i in range(8):
+        height = rows[i].max() - rows[i].min() + 1
+        assert 32 * 0.2 / (4 / 3) ** 0.5 - 2 <= height <= 32 + 1
+    assert len({round(float(o.mean()), 3) for o in frac}) == 8  # different boxes
+
+
+def test_random_resized_crop_of_the_whole_image_at_its_size_is_the_image():
+    x = _ramp(4, 16)
+    out = random_resized_crop(
+        x, (16, 16), (1.0, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0), 4, slice(None)
+    )
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_batch_augment_resized_crop_is_deterministic_and_shards_match():
+    x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    aug = BatchAugment((0.5,) * 3, (0.25,) * 3, crop_padding=0, rrc_scale=(0.35, 1.0), size=(24, 24))
+    full = aug(x, step_generator(0, 1, 2))
+    assert full.shape == (16, 3, 24, 24)
+    assert torch.equal(full, aug(x, step_generator(0, 1, 2)))
+    assert not torch.equal(full, aug(x, step_generator(0, 1, 3)))
+    halves = [aug(x[r * 8 : (r + 1) * 8], step_generator(0, 1, 2), rank=r, world=2) for r in range(2)]
+    assert torch.equal(torch.cat(halves), full)
+
+
+def test_batch_augment_refuses_two_crops_and_bad_scales():
+    import pytest
+
+    with pytest.raises(ValueError, match="choose one crop"):
+        BatchAugment((0.5,), (0.5,), crop_padding=4, rrc_scale=(0.35, 1.0))
+    with pytest.raises(ValueError, match="rrc_scale"):
+        BatchAugment((0.5,), (0.5,), crop_padding=0, rrc_scale=(0.0, 1.0))

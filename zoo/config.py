@@ -46,6 +46,10 @@ class DataConfig:
     vflip: bool = False  # random vertical flip (detection)
     crop_padding: int = 4  # classification: random crop after zero padding by this many pixels (0: off)
     random_erasing: float = 0.0  # classification: probability per image
+    # classification: random resized crop, the [min, max] fraction of the image's area a crop
+    # covers ([]: off; set crop_padding: 0 with it), resampled to train_size
+    rrc_scale: list[float] = field(default_factory=list)
+    train_size: int = 0  # classification: side of the training crops (0: the images' own); eval keeps its own
     crop_size: list[int] = field(default_factory=list)  # segmentation/detection: [H, W] training crop
     scale_range: list[float] = field(default_factory=list)  # segmentation/detection: [min, max] random scale
     class_weights: list[float] = field(default_factory=list)  # segmentation: per-class loss weights
@@ -285,6 +289,14 @@ def check_ranges(cfg: RunConfig) -> None:
     need(d.eval_batch_size >= 1, "data.eval_batch_size", "an integer >= 1")
     need(d.crop_padding >= 0, "data.crop_padding", "an integer >= 0")
     need(0 <= d.random_erasing <= 1, "data.random_erasing", "a probability in [0, 1]")
+    need(
+        not d.rrc_scale or (len(d.rrc_scale) == 2 and 0 < d.rrc_scale[0] <= d.rrc_scale[1] <= 1),
+        "data.rrc_scale",
+        "[] (off) or [min, max] with 0 < min <= max <= 1",
+    )
+    need(not (d.rrc_scale and d.crop_padding), "data.crop_padding", "0 when data.rrc_scale is set (one crop)")
+    need(d.train_size >= 0, "data.train_size", "an integer >= 0 (0: the images' own size)")
+    need(not d.train_size or bool(d.rrc_scale), "data.train_size", "0 unless data.rrc_scale is set")
     need(math.isfinite(o.clip_grad) and o.clip_grad >= 0, "optim.clip_grad", "a number >= 0 (0: off)")
     need(t.log_every_steps >= 1, "train.log_every_steps", "an integer >= 1")
     need(t.ckpt_every_steps >= 0, "train.ckpt_every_steps", "an integer >= 0 (0: at epoch ends only)")

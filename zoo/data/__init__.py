@@ -4,7 +4,7 @@ Every dataset module registers a typed description of itself (``DatasetInfo``) w
 loader of its splits; tasks find datasets through ``dataset_info`` / ``load_dataset``.
 """
 
-from . import bccd, camvid, classification  # noqa: F401  (each registers its datasets)
+from . import bccd, camvid, classification, imagenette  # noqa: F401  (each registers its datasets)
 from .batch_aug import BatchAugment, normalize
 from .bccd import BCCDDataset
 from .camvid import CamVid

@@ -1,7 +1,9 @@
 """Whole-batch augmentation with tensor ops, for datasets held in memory as uint8 tensors.
 
 Per-sample Python transforms cost more than the model itself for 28-32 px images on a
-2-core CPU, so each batch is augmented at once: random crop after zero padding, horizontal
+2-core CPU, so each batch is augmented at once: a random crop after zero padding (small
+images) or a random resized crop (photos: Szegedy et al. 2015's area and aspect jitter, one
+``torchvision.ops.roi_align`` box per image, resampled to the training size), horizontal
 flip (on [0, 1] images, so padding is black), then normalisation, then random erasing
 (Zhong et al. 2020). All randomness comes from one
 ``torch.Generator`` seeded per (seed, epoch, step) and drawn for the *global* batch, so
@@ -15,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import roi_align
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -33,13 +36,29 @@ class BatchAugment:
     random_erasing: float = 0.0
     erase_area: tuple[float, float] = (0.02, 1 / 3)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
+    # Random resized crop: () is off; else the (min, max) fraction of the image's area a crop
+    # covers, resampled to ``size`` (H, W; (0, 0): the images' own size). Replaces the padded crop.
+    rrc_scale: tuple[float, float] | tuple[()] = ()
+    rrc_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    size: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        if self.rrc_scale and self.crop_padding:
+            raise ValueError(
+                "choose one crop: a random resized crop (rrc_scale) or a padded crop (crop_padding), not both"
+            )
+        if self.rrc_scale and not 0 < self.rrc_scale[0] <= self.rrc_scale[1] <= 1:
+            raise ValueError(f"rrc_scale must be (min, max) with 0 < min <= max <= 1, got {self.rrc_scale}")
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Augment and normalise float images ``x`` in [0, 1]: this process's contiguous shard
         ``rank`` of a global batch ``world`` times as large. Random draws cover the whole global batch."""
         n_global = x.shape[0] * world
         index = slice(rank * x.shape[0], (rank + 1) * x.shape[0])
-        if self.crop_padding > 0:
+        if self.rrc_scale:
+            size = self.size if all(self.size) else tuple(x.shape[-2:])
+            x = random_resized_crop(x, size, self.rrc_scale, self.rrc_ratio, gen, n_global, index)
+        elif self.crop_padding > 0:
             x = random_crop(x, self.crop_padding, gen, n_global, index)
         if self.hflip:
             flip = (torch.rand(n_global, generator=gen) < 0.5)[index]
@@ -63,6 +82,33 @@ def random_crop(
     batch = torch.arange(B)[:, None, None, None]
     chans = torch.arange(C)[None, :, None, None]
     return padded[batch, chans, rows, cols]
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    size: tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    gen: torch.Generator,
+    n_global: int,
+    index: slice,
+) -> torch.Tensor:
+    """A random box per image, covering ``scale`` of its area at an aspect ratio (w/h) drawn
+    log-uniformly from ``ratio``, resampled to ``size`` by ``roi_align`` (bilinear, averaging
+    about one sample per source pixel, so a large box shrinks without aliasing). Where a draw
+    does not fit, its sides are clipped to the image (torchvision's RandomResizedCrop redraws
+    instead, then falls back to a centre crop: a loop per image)."""
+    B, C, H, W = x.shape
+    area = torch.empty(n_global).uniform_(*scale, generator=gen)[index] * H * W
+    log_r = torch.empty(n_global).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)[index]
+    aspect = log_r.exp()
+    w = (area * aspect).sqrt().clamp(max=W)
+    h = (area / aspect).sqrt().clamp(max=H)
+    left = torch.rand(n_global, generator=gen)[index] * (W - w)
+    top = torch.rand(n_global, generator=gen)[index] * (H - h)
+    boxes = torch.stack([torch.arange(B, dtype=x.dtype), left, top, left + w, top + h], 1).to(x.dtype)
+    # roi_align's "aligned" takes pixel centres at k + 0.5, the convention of these box edges.
+    return roi_align(x, boxes, size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
 
 
 def random_erase(

@@ -221,8 +221,10 @@ INFO = DatasetInfo(
     ignore_index=VOID,
     palette=PALETTE,
 )
-register_dataset(INFO, CamVid)
 
 
+# Run as ``python -m``, this file is a second module; the package's import has registered it.
 if __name__ == "__main__":
     main()
+else:
+    register_dataset(INFO, CamVid)

@@ -149,14 +149,22 @@ class ClassificationTask(Task):
     primary_metric = "top1"
     tolerance = 0.1  # percentage points; CPU kernels may differ in the last bits across machines
     eval_batch_size = 250  # small images
-    data_keys = frozenset({"crop_padding", "hflip", "random_erasing"})
+    data_keys = frozenset({"crop_padding", "hflip", "random_erasing", "rrc_scale", "train_size"})
 
     def build_loaders(self, cfg, rank=0, world=1):
         d = cfg.data
         self.check_data_config(d)
         info = self.dataset(d.dataset)
         train = load_dataset(d.dataset, d.train_split, d.data_dir or None)
-        augment = BatchAugment(info.mean, info.std, d.crop_padding, d.hflip, d.random_erasing)
+        augment = BatchAugment(
+            info.mean,
+            info.std,
+            d.crop_padding,
+            d.hflip,
+            d.random_erasing,
+            rrc_scale=tuple(d.rrc_scale),
+            size=(d.train_size, d.train_size),
+        )
         train_loader = InMemoryLoader(train, d.batch_size, True, cfg.train.seed, augment, rank, world)
         eval_loader, info = self.build_eval_loader(
             d.dataset, d.eval_split, d.data_dir or None, d.eval_batch_size

@@ -77,3 +77,25 @@ def get_norm_layer(norm: NormLayer) -> type[nn.Module] | functools.partial:
 
 def create_norm(norm: NormLayer, num_channels: int) -> nn.Module:
     return get_norm_layer(norm)(num_channels)
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm for (B, N, D) token sequences: each of the D channels is normalised over the
+    batch and the tokens, as ``BatchNorm2d`` normalises over a map's positions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+TOKEN_NORMS = ("layernorm", "batchnorm")
+
+
+def create_token_norm(norm: str, dim: int) -> nn.Module:
+    """The norm of a transformer over (B, N, D) tokens: ``layernorm`` (per token, ViT's) or
+    ``batchnorm`` (per channel over the batch and tokens, the CNNs')."""
+    key = norm.lower().replace("_", "")
+    if key == "layernorm":
+        return nn.LayerNorm(dim, eps=1e-6)
+    if key == "batchnorm":
+        return TokenBatchNorm(dim)
+    raise ValueError(f"a transformer's norm must be one of {TOKEN_NORMS}, got {norm!r}")

@@ -1,7 +1,9 @@
 """The pre-norm transformer block (Vaswani et al. 2017; pre-norm as in ViT, Dosovitskiy et al. 2021).
 
 ``x + DropPath(Attention(LayerNorm(x)))`` then ``x + DropPath(MLP(LayerNorm(x)))``. Parameter
-names follow timm's ``Block`` so ViT state dicts load unchanged.
+names follow timm's ``Block`` so ViT state dicts load unchanged. ``norm="batchnorm"`` puts
+BatchNorm over the tokens where the LayerNorms are, to measure which normalization a
+transformer needs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
+
+from .norm import create_token_norm
 
 
 class Attention(nn.Module):
@@ -59,12 +63,13 @@ class TransformerBlock(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        norm: str = "layernorm",
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = create_token_norm(norm, dim)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = create_token_norm(norm, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

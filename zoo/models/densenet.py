@@ -234,3 +234,12 @@ def densenet_bc100():
 @register_model(DenseNet)
 def densenet121():
     return dict(growth_rate=32, block_config=(6, 12, 24, 16))
+
+
+# DenseNet-121's growth rate and four blocks with half its layers each (3, 6, 12, 8): 63 layers,
+# 2.3M params. densenet121 trains at 0.37x resnet18's speed on a 2-core CPU (20.9 vs 56.3 img/s,
+# forward + backward + SGD step, 112 px, batch 32, bf16 + channels_last, one thread, AMD Zen 5);
+# this one at 0.96x (53.8), so the two compare at the same training budget (Imagenette).
+@register_model(DenseNet)
+def densenet63():
+    return dict(growth_rate=32, block_config=(3, 6, 12, 8))

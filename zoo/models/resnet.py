@@ -346,6 +346,16 @@ def resnet18():
 
 
 @register_model(ResNet)
+def se_resnet18():
+    return dict(block=BasicBlock, layers=(2, 2, 2, 2), attn="se")
+
+
+@register_model(ResNet)
+def cbam_resnet18():
+    return dict(block=BasicBlock, layers=(2, 2, 2, 2), attn="cbam")
+
+
+@register_model(ResNet)
 def resnet34():
     return dict(block=BasicBlock, layers=(3, 4, 6, 3))
 

@@ -5,14 +5,18 @@ strided conv); a learned class token is prepended and learned position embedding
 then ``depth`` pre-norm transformer blocks, a final LayerNorm and a linear head on the class
 token (``global_pool="token"``). With ``global_pool="avg"`` the head reads the mean of the
 patch tokens instead, and the final LayerNorm moves after the pooling (named ``fc_norm``), as
-in timm and MAE.
+in timm and MAE. ``norm="batchnorm"`` replaces every LayerNorm with BatchNorm over the tokens
+(``zoo.layers.TokenBatchNorm``): the CNNs' normalization in a transformer, to measure the claim
+that a transformer needs LayerNorm.
 
 Dropout follows the paper (Appendix B.1): ``drop_rate`` is applied right after adding the
 position embeddings and after every dense layer in the blocks except the qkv projection.
 ``drop_path_rate`` is stochastic depth, rising linearly from 0 to that value over the blocks.
 
 Learned position embeddings fix the input size: a model takes ``img_size`` x ``img_size``
-images only (pass ``img_size=28`` for Fashion-MNIST). Parameter names follow timm, so timm's
+images only (pass ``img_size=28`` for Fashion-MNIST), unless ``dynamic_img_size=True``, which
+resamples the embeddings to the grid of each input (training on smaller crops than the
+evaluation size, for one). Parameter names follow timm, so timm's
 ``vit_tiny_patch16_224`` and ``vit_small_patch16_224`` state dicts load unchanged.
 
 ``feature_info`` lists up to four evenly spaced block outputs, ending with the last block; each
@@ -25,9 +29,10 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .._registry import register_model
-from ..layers import TransformerBlock
+from ..layers import TransformerBlock, create_token_norm
 from ._base import ZooModel, check_drop_path_rate, classifier_or_identity
 
 
@@ -44,6 +49,13 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def create_fc_norm(norm: str, dim: int) -> nn.Module:
+    """The norm after average pooling, on (B, D) vectors."""
+    return (
+        nn.BatchNorm1d(dim) if norm.lower().replace("_", "") == "batchnorm" else create_token_norm(norm, dim)
+    )
 
 
 def feature_block_indices(depth: int, n: int = 4) -> tuple[int, ...]:
@@ -70,6 +82,8 @@ class VisionTransformer(ZooModel):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "token",
+        norm: str = "layernorm",
+        dynamic_img_size: bool = False,
     ):
         super().__init__()
         if global_pool not in ("token", "avg"):
@@ -79,7 +93,11 @@ class VisionTransformer(ZooModel):
         check_drop_path_rate(drop_path_rate)
         self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
         self.num_features = self.embed_dim = embed_dim
-        self.fixed_input_size = (img_size, img_size)
+        # dynamic_img_size: any multiple of the patch size, the position embeddings resampled to
+        # its grid (bicubic), as timm's option of that name: a model trains on smaller crops and
+        # is evaluated at img_size, where its own embeddings apply unchanged.
+        self.dynamic_img_size = dynamic_img_size
+        self.fixed_input_size = None if dynamic_img_size else (img_size, img_size)
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.grid_size = self.patch_embed.grid_size
@@ -91,14 +109,20 @@ class VisionTransformer(ZooModel):
         self.blocks = nn.Sequential(
             *[
                 TransformerBlock(
-                    embed_dim, num_heads, mlp_ratio, drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dp
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dp,
+                    norm=norm,
                 )
                 for dp in drop_paths
             ]
         )
         use_fc_norm = global_pool == "avg"
-        self.norm = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
-        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if use_fc_norm else nn.Identity()
+        self.norm = nn.Identity() if use_fc_norm else create_token_norm(norm, embed_dim)
+        self.fc_norm = create_fc_norm(norm, embed_dim) if use_fc_norm else nn.Identity()
         self.head = classifier_or_identity(embed_dim, num_classes)
 
         # Kept apart from feature_info, which as_features() narrows to the returned maps.
@@ -119,23 +143,44 @@ class VisionTransformer(ZooModel):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def grid_of(self, x: torch.Tensor) -> tuple[int, int]:
+        """The patch grid of an input image batch (B, C, H, W)."""
+        p = self.patch_embed.proj.stride[0]
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(
+                f"image sides must be multiples of the patch size {p}, got {tuple(x.shape[-2:])}"
+            )
+        return x.shape[-2] // p, x.shape[-1] // p
+
+    def position_embeddings(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(1, 1+N, D) position embeddings for a ``grid`` of patches: the model's own at its
+        grid, else its patch embeddings resampled bicubically (the class token's unchanged)."""
+        if tuple(grid) == tuple(self.grid_size):
+            return self.pos_embed
+        cls, patches = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patches = patches.reshape(1, *self.grid_size, -1).permute(0, 3, 1, 2)
+        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+        return torch.cat([cls, patches.flatten(2).transpose(1, 2)], dim=1)
+
     def forward_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens with the class token in front and the position embeddings added: (B, 1+N, D)."""
+        pos = self.position_embeddings(self.grid_of(x)) if self.dynamic_img_size else self.pos_embed
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + self.pos_embed)
+        return self.pos_drop(x + pos)
 
-    def tokens_to_map(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens_to_map(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, 1+N, D) tokens -> (B, D, H/p, W/p) map of the patch tokens (class token dropped)."""
-        return x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[-1], *self.grid_size)
+        return x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[-1], *(grid or self.grid_size))
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        grid = self.grid_of(x)
         x = self.forward_embed(x)
         features = []
         for i, block in enumerate(self.blocks[: self.feature_blocks[-1] + 1]):
             x = block(x)
             if i in self.feature_blocks:
-                features.append(self.tokens_to_map(x))
+                features.append(self.tokens_to_map(x, grid))
         return features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,6 +220,13 @@ def vit_tiny_patch4_32():
 @_small()
 def vit_small_patch4_32():
     return dict(patch_size=4, depth=9, embed_dim=384, num_heads=6)
+
+
+# 16x16 patches on 128 px photos (Imagenette): an 8x8 grid of 64 tokens, ViT-Ti's width and
+# depth. 10 classes by default. norm="batchnorm" is the same ViT with BatchNorm over the tokens.
+@register_model(VisionTransformer, input_size=(3, 128, 128), defaults=dict(img_size=128, num_classes=10))
+def vit_tiny_patch16_128():
+    return dict(patch_size=16, depth=12, embed_dim=192, num_heads=3)
 
 
 # 7x7 patches on 28 px images: a 4x4 grid of 16 tokens. ViT-Ti's width at a quarter of the
