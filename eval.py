@@ -26,8 +26,16 @@ from zoo.engine import CheckpointError, Evaluation, evaluate_published, evaluate
 from zoo.engine.checkpoint import write_json
 from zoo.engine.distributed import resolve_device
 from zoo.engine.evaluator import differences, lookup
+from zoo.tasks_use import get_use, list_uses
 from zoo.viz import save_detection_boxes, save_sampling_points, save_segmentation_overlays
 from zoo.weights import WeightsError, find_weights, load_manifest
+
+# eval.py's picture options, as an error names them, and the arguments they set. A task's
+# ``TaskUse.eval_pictures`` says which apply to its models.
+PICTURE_OPTIONS = {
+    "--save-overlays": ("save_overlays",),
+    "--save-boxes/--save-sampling": ("save_boxes", "save_sampling"),
+}
 
 
 def pictures(ev: Evaluation, overlays: int, boxes: int, sampling: bool) -> dict:
@@ -80,18 +88,18 @@ def print_rows(rows: list[dict]) -> None:
             )
 
 
-def print_result(r: dict) -> None:
-    print(
-        f"\n{r['name']} on {r['dataset']} ({r['split']}, {r['num_samples']} samples, {r['img_per_s']} img/s)"
-    )
-    for k, v in r.items():
-        if isinstance(v, (int, float)) and k not in ("num_samples", "img_per_s"):
-            print(f"  {k:>12}: {v}")
-    for k, v in r.items():
-        if isinstance(v, dict):
-            print(f"  {k}:")
-            for name, x in v.items():
-                print(f"    {name:>14}: {x}")
+def print_result(r: dict, task: str) -> None:
+    print("\n".join(get_use(task).eval_lines(r)))
+
+
+def check_pictures(parser: argparse.ArgumentParser, args, task: str) -> None:
+    """Refuse a picture option that does not apply to the model's task."""
+    applies = get_use(task).eval_pictures
+    for flags, keys in PICTURE_OPTIONS.items():
+        if any(getattr(args, k) and k not in applies for k in keys):
+            tasks = [t for t in list_uses() if set(keys) & set(get_use(t).eval_pictures)]
+            verb = "applies" if len(keys) == 1 else "apply"
+            parser.error(f"{flags} {verb} to {'/'.join(tasks)} models, {args.model} is {task}")
 
 
 def task_of(args) -> str:
@@ -105,6 +113,8 @@ def check_arguments(parser: argparse.ArgumentParser, args) -> None:
     """Everything that can be checked before an evaluation runs, so none is lost to a bad argument."""
     if args.all == bool(args.model):
         parser.error("give a MODEL[.TAG] or --all")
+    if args.all and args.input_size:
+        parser.error("--all measures each weight at its own input size; --input-size is for one MODEL")
     if args.all and args.hflip_tta:
         parser.error(
             "--all measures each weight as it was recorded (with test-time flips where its metrics "
@@ -152,6 +162,12 @@ def main() -> int:
         help="classification: also top1_hflip, the top-1 of the mean softmax over each image and "
         "its mirror image (a published weight whose metrics record it gets it without asking)",
     )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        metavar="N",
+        help="classification: resize the images to NxN (bilinear, antialiased) instead of the weights' size",
+    )
     parser.add_argument("--save-boxes", type=int, default=0, metavar="N", help="detection: boxes on N images")
     parser.add_argument("--save-sampling", action="store_true", help="detection: the deformable head's taps")
     args = parser.parse_args()
@@ -166,23 +182,30 @@ def main() -> int:
             write_json(rows, args.out or "runs/eval/all.json")
             return 0 if ok else 1
         task = task_of(args)
-        if args.save_overlays and task != "segmentation":
-            parser.error(f"--save-overlays applies to segmentation models, {args.model} is {task}")
-        if (args.save_boxes or args.save_sampling) and task != "detection":
-            parser.error(f"--save-boxes/--save-sampling apply to detection models, {args.model} is {task}")
+        check_pictures(parser, args, task)
         if args.hflip_tta and task not in HFLIP_TTA_TASKS:
             parser.error(f"--hflip-tta applies to {'/'.join(HFLIP_TTA_TASKS)} models, {args.model} is {task}")
+        if args.input_size and task != "classification":
+            parser.error(f"--input-size applies to classification models, {args.model} is {task}")
         if args.checkpoint:
             ev = evaluate_run(
-                args.model, args.checkpoint, device, args.data_dir, args.batch_size, args.hflip_tta
+                args.model,
+                args.checkpoint,
+                device,
+                args.data_dir,
+                args.batch_size,
+                args.hflip_tta,
+                args.input_size,
             )
         else:
-            ev = evaluate_published(args.model, device, args.data_dir, args.batch_size, args.hflip_tta)
+            ev = evaluate_published(
+                args.model, device, args.data_dir, args.batch_size, args.hflip_tta, args.input_size
+            )
     except (DatasetNotFoundError, CheckpointError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = {**ev.result, **pictures(ev, args.save_overlays, args.save_boxes, args.save_sampling)}
-    print_result({k: v for k, v in result.items() if k != "confusion_matrix"})
+    print_result({k: v for k, v in result.items() if k != "confusion_matrix"}, ev.task.name)
     out = Path(args.out or f"runs/eval/{result['name']}.json")
     write_json(result, out)
     print(f"\nfull results: {out}")

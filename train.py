@@ -9,15 +9,32 @@
 The run folder (train.out_dir) receives config.json (the resolved config), metrics.jsonl
 (loss, lr, img/s, eval metrics), last.ckpt (atomic, every train.ckpt_every_steps steps and at
 each epoch end), model.safetensors and summary.json.
+
+Ctrl-C (SIGINT) or SIGTERM stops a run after the step in progress: that step is checkpointed,
+one line says where the run stopped and the command that resumes it, and the exit status is
+130 (SIGINT) or 143 (SIGTERM). A second signal stops at once, at the last checkpoint.
 """
 
 import argparse
+import os
+import shlex
 import sys
 
 import yaml
 
 from zoo.config import ConfigError, RunConfig, load_config, to_dict
-from zoo.engine import CheckpointError, NonFiniteLossError, RunFolderError, train
+from zoo.engine import CheckpointError, NonFiniteLossError, RunFolderError, RunInterrupted, train
+
+
+def resume_command() -> str:
+    """This process's command line, with ``--resume``; under torchrun, a single node's launch."""
+    args = shlex.join([sys.argv[0], *sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])])
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE")
+    if world == "1":
+        return f"python {args}"
+    if local == world:
+        return f"torchrun --nproc_per_node {world} {args}"
+    return f"torchrun <as launched, on every node> {args}"
 
 
 def main() -> int:
@@ -54,6 +71,10 @@ def main() -> int:
     except (NonFiniteLossError, RunFolderError, CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:
+        if stop.is_main:
+            print(f"{stop}; resume: {resume_command()}", file=sys.stderr, flush=True)
+        return stop.exit_status
     return 0
 
 

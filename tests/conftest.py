@@ -132,3 +132,39 @@ def trust_files(tmp_path_factory, monkeypatch):
         (sums_dir / f"{dataset}.sha256").write_text("\n".join(lines) + "\n")
 
     return trust
+
+
+def jpeg_bytes(colour, mode: str = "RGB", size=(128, 128)) -> bytes:
+    """A plain-colour JPEG image, as bytes."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, colour).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_tiny_imagenette(tmp_path: Path, monkeypatch, files: dict[str, bytes]):
+    """``tmp_path/data/imagenette`` holding ``files`` (relative path -> bytes), zoo's SHA256
+    list pointed at their hashes, the user cache in ``tmp_path/cache``. Returns (the dataset's
+    folder, a function that rewrites the list from the files as they are now)."""
+    import hashlib
+
+    from zoo.data import integrity
+
+    root = tmp_path / "data" / "imagenette"
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    sums = tmp_path / "sums"
+    sums.mkdir()
+
+    def write_list():
+        lines = [f"{hashlib.sha256((root / n).read_bytes()).hexdigest()}  {n}" for n in sorted(files)]
+        (sums / "imagenette.sha256").write_text("\n".join(lines) + "\n")
+
+    write_list()
+    monkeypatch.setattr(integrity, "SUMS_DIR", sums)
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    return root, write_list

@@ -17,21 +17,35 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 import zoo.ablate as ablate_module
-from zoo.ablate import LOCK, claim, load_matrix, main, measure_speed, plan, publish, run_matrix, select
+from zoo.ablate import (
+    LOCK,
+    Claim,
+    Comparison,
+    claim,
+    load_matrix,
+    main,
+    measure_speed,
+    plan,
+    publish,
+    run_matrix,
+    select,
+)
 from zoo.ablate_report import (
-    END,
-    START,
+    IDEAS_END,
+    IDEAS_START,
     RowResult,
     SeedResult,
     _log_axis_in_thousands,
     claim_readings,
     collect,
     compare,
+    ideas_table,
     initial_gradient_norms,
+    markers,
+    matrix_markdown,
     plot_cbam,
     plot_cost,
     read_log,
-    render_markdown,
     render_table,
     splice,
     write_report,
@@ -171,15 +185,16 @@ def test_runner_skips_finished_resumes_interrupted_a_rerun_changes_nothing_and_p
     rows, _ = collect(m)
     assert [len(r.seeds) for r in rows] == [2, 2]
     summary = json.loads((runs[2].out_dir / "summary.json").read_text())
-    assert rows[0].seeds[1].top1 == summary["final"]["top1"]
+    assert rows[0].seeds[1].value == summary["final"]["top1"]
 
     # Publishing: the tagged row's first seed, re-measured, with the spread over both seeds.
     manifest, folder = tmp_path / "manifest.json", tmp_path / "weights"
     manifest.write_text("[]")
     assert publish(m, "a test machine", manifest, folder) == ["resnet20.t"]
     (entry,) = load_manifest(manifest)
-    assert entry.metrics["top1"] == rows[0].seeds[0].top1
-    assert entry.seeds.values == {"0": rows[0].seeds[0].top1, "1": rows[0].seeds[1].top1}
+    assert entry.metrics["top1"] == rows[0].seeds[0].value
+    assert entry.seeds.values == {"0": rows[0].seeds[0].value, "1": rows[0].seeds[1].value}
+    assert entry.seeds.metric == "top1" and entry.license == "mit" and entry.input.fit == "crop"
     assert entry.command == f"python train.py {m.recipe} " + " ".join(runs[0].overrides)
     assert publish(m, "a test machine", manifest, folder) == []  # already published
     # Republished (to add seeds) at a later commit: the same file keeps its provenance.
@@ -217,8 +232,24 @@ def test_statistics_and_verdicts():
     assert math.isclose(se, math.sqrt(0.2**2 / 3 + 0.5**2 / 3))
     assert compare(a, _row("x", [94.1, 94.3, 94.0]))[2] == "within noise"
     assert compare(a, _row("x", [95.0]))[2] == "one seed: spread unknown"
-    text = "\n".join(claim_readings([a, b], []))
-    assert "`resnet20_nonorm` vs `resnet20_batchnorm`: -1.70" in text and "(lower)" in text
+    claims = [Claim("Normalization", [Comparison("resnet20_batchnorm", "resnet20_nonorm")], note="lr 0.1")]
+    text = "\n".join(claim_readings([a, b], [], claims=claims))
+    assert "**Normalization** (lr 0.1): `resnet20_nonorm` vs `resnet20_batchnorm`: -1.70" in text
+    assert "(lower)" in text
+    assert claim_readings([a], [], claims=claims) == []  # a comparison without results is left out
+
+
+def test_readings_add_the_cost_where_it_differs_and_read_map_as_a_fraction():
+    a = _row("fcos", [0.61, 0.62], params=12_000_000)
+    b = _row("fcos_dcn", [0.63, 0.64], params=12_100_000)
+    c = _row("big", [0.7, 0.71], params=24_000_000)
+    claims = [Claim("Deformable", [Comparison("fcos", "fcos_dcn", label="head"), Comparison("fcos", "big")])]
+    (line,) = claim_readings([a, b, c], [], claims=claims, metric="map")
+    # no "points" for a fraction; no cost note where parameters differ by less than a tenth
+    assert "head: `fcos_dcn` vs `fcos`: +0.0200 ± 0.0071 (higher); `big`" in line
+    assert "`big` vs `fcos`: +0.0900 ± 0.0071 (higher) with 24.00M parameters against 12.00M (2.00x)" in line
+    assert "| mAP@[.5:.95] (mean ± std) |" in render_table([a], "map")
+    assert "0.6150 ± 0.0071" in render_table([a], "map")
 
 
 def test_table_shows_each_seed_and_mean_and_std():
@@ -273,15 +304,54 @@ def test_a_failing_run_is_reported_and_the_matrix_goes_on(tmp_path, capsys):
     assert main(["run", str(tmp_path / "matrix.yaml"), "--set", "data.batch_size=100000"]) == 1
 
 
-def test_readme_concept_table_is_generated_from_the_committed_runs(monkeypatch):
+RESULTS_DOC = REPO / "docs/results.md"
+
+
+@pytest.mark.parametrize(
+    "matrix_file", ["configs/fashion_mnist/concept/matrix.yaml", "configs/imagenette/concept/matrix.yaml"]
+)
+def test_results_doc_concept_tables_are_generated_from_the_committed_runs(monkeypatch, matrix_file):
     monkeypatch.chdir(REPO)  # the matrix's out_dir is relative to the repository root
-    matrix = load_matrix(REPO / "configs/fashion_mnist/concept/matrix.yaml")
-    recorded = json.loads((matrix.out_dir / "report/results.json").read_text(encoding="utf-8"))
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    expected = splice(text, render_markdown(*collect(matrix), recorded["gradient_norms"]))
+    matrix = load_matrix(REPO / matrix_file)
+    report = matrix.out_dir / "report/results.json"
+    norms = json.loads(report.read_text(encoding="utf-8"))["gradient_norms"] if report.is_file() else None
+    text = RESULTS_DOC.read_text(encoding="utf-8")
+    expected = splice(text, matrix_markdown(matrix, norms), marks=markers(matrix))
     assert text == expected, (
-        "README.md's concept table disagrees with the run folders in results/fashion_mnist_concept: "
-        "run python -m zoo.ablate_report configs/fashion_mnist/concept/matrix.yaml --readme README.md"
+        f"docs/results.md's {matrix.out_dir.name} table disagrees with the run folders in {matrix.out_dir}: "
+        f"run python -m zoo.ablate_report {matrix_file} --readme docs/results.md"
+    )
+
+
+def test_results_doc_ideas_table_is_generated_from_the_committed_runs(monkeypatch):
+    monkeypatch.chdir(REPO)
+    matrices = [
+        load_matrix(REPO / f"configs/{d}/concept/matrix.yaml") for d in ("fashion_mnist", "imagenette")
+    ]
+    text = RESULTS_DOC.read_text(encoding="utf-8")
+    assert text == splice(text, ideas_table(matrices), marks=(IDEAS_START, IDEAS_END)), (
+        "docs/results.md's idea x dataset table is stale: run python -m zoo.ablate_report "
+        "configs/fashion_mnist/concept/matrix.yaml configs/imagenette/concept/matrix.yaml --ideas "
+        "--readme docs/results.md"
+    )
+
+
+def test_ideas_table_sets_one_idea_on_two_datasets_side_by_side(tmp_path):
+    for name, top1 in (("a", [93.0, 93.2]), ("b", [94.0, 94.4])):
+        d = tmp_path / name
+        d.mkdir()
+        spec = yaml.safe_load(_matrix(d).read_text())
+        spec["title"] = f"data {name}"
+        spec["claims"] = [{"title": "N", "compare": [{"base": "base", "row": "layernorm", "idea": "LN"}]}]
+        (d / "matrix.yaml").write_text(yaml.safe_dump(spec))
+        m = load_matrix(d / "matrix.yaml")
+        for run in plan(m):
+            offset = 0.0 if run.row.name == "base" else -1.0
+            _fake_run(run.out_dir, top1[run.seed] + offset)
+    table = ideas_table([load_matrix(tmp_path / n / "matrix.yaml") for n in ("a", "b")])
+    assert table.splitlines()[0] == "| idea | data a: top-1 points | data b: top-1 points |"
+    assert table.splitlines()[2] == (
+        "| LN | -1.00 ± 0.14 (lower; `layernorm` vs `base`) | -1.00 ± 0.28 (lower; `layernorm` vs `base`) |"
     )
 
 
@@ -328,7 +398,7 @@ def test_until_estimates_a_run_from_its_rows_cpu_seeds(tmp_path, capsys, monkeyp
 
 def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
     sweeps = [{"name": "lr", "rows": ["base"], "key": "optim.lr", "values": [0.1, 1.0]}]
-    m = load_matrix(_matrix(tmp_path, sweeps=sweeps))
+    m = load_matrix(_matrix(tmp_path, sweeps=sweeps, extras=["gradient_norms"]))
     runs = {r.label: r for r in plan(m)}
     for label, top1 in [("base seed 0", 93.0), ("base seed 0 lr=0.1", 92.0), ("base seed 0 lr=1.0", 94.0)]:
         _fake_run(runs[label].out_dir, top1)
@@ -336,7 +406,8 @@ def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
     (diverged / "summary.json").unlink()
     (diverged / "diverged.json").write_text("{}")
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold\n{END}\nrest\n")
+    start, end = markers(m)
+    readme.write_text(f"intro\n{start}\nold\n{end}\nrest\n")
     results = write_report(m, tmp_path / "report", readme)
     names = {p.name for p in (tmp_path / "report").iterdir()}
     assert {
@@ -348,7 +419,7 @@ def test_report_writes_tables_pictures_and_the_readme_block(tmp_path):
         "gradient_norms.png",
     } <= names
     assert [r["mean"] for r in results["rows"]] == [93.0, None]  # layernorm has not run
-    assert [(s["value"], s["top1"], s["diverged"], s["ema_top1"]) for s in results["sweeps"]] == [
+    assert [(s["value"], s["result"], s["diverged"], s["ema_result"]) for s in results["sweeps"]] == [
         (0.1, 91.0, False, 92.0),  # the raw weights' last evaluation, and the EMA's
         (1.0, None, True, None),
     ]

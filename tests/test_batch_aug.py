@@ -62,20 +62,32 @@ def _ramp(n=8, size=32):
 
 
 def test_random_resized_crop_shapes_and_one_box_per_image():
-    x = _ramp()
-    out = random_resized_crop(
-        x, (16, 16), (0.2, 0.6), (3 / 4, 4 / 3), torch.Generator().manual_seed(0), 8, slice(None)
+    n, size = 8, 32
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    # channel 0: the row, 1: the column, 2: the image's index: a crop's values say where it came from
+    x = torch.stack(
+        [
+            ys.expand(n, size, size),
+            xs.expand(n, size, size),
+            torch.arange(n).float().view(n, 1, 1).expand(n, size, size),
+        ],
+        1,
     )
-    assert out.shape == (8, 3, 16, 16)
-    # Each output comes from its own image (the integer part is the image's index) ...
-    assert torch.equal(out.floor(), torch.arange(8).float().view(8, 1, 1, 1).expand_as(out))
-    # ... and from a box inside it covering 0.2-0.6 of its area: the span of its values.
-    frac = out - out.floor()
-    rows = (frac * 32).floor()  # the source row of each output pixel
-    for i in range(8):
-        height = rows[i].max() - rows[i].min() + 1
-        assert 32 * 0.2 / (4 / 3) ** 0.5 - 2 <= height <= 32 + 1
-    assert len({round(float(o.mean()), 3) for o in frac}) == 8  # different boxes
+    out = random_resized_crop(
+        x, (16, 16), (0.2, 0.6), (3 / 4, 4 / 3), torch.Generator().manual_seed(0), n, slice(None)
+    )
+    assert out.shape == (n, 3, 16, 16)
+    assert torch.equal(out[:, 2], torch.arange(n).float().view(n, 1, 1).expand(n, 16, 16))  # its own image
+    boxes = []
+    for i in range(n):
+        # the span of source positions the 16 samples cover: the box less about one output pixel
+        height = out[i, 0].max() - out[i, 0].min()
+        width = out[i, 1].max() - out[i, 1].min()
+        h, w = height * 16 / 15, width * 16 / 15  # the box's sides (samples sit at pixel centres)
+        assert 0.2 * 1024 * 0.85 <= h * w <= 0.6 * 1024 * 1.05, (i, float(h), float(w))
+        assert 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15 or min(h, w) > 31  # clipped at the image's side
+        boxes.append((round(float(out[i, 0].min()), 2), round(float(out[i, 1].min()), 2)))
+    assert len(set(boxes)) == n  # a different box per image
 
 
 def test_random_resized_crop_of_the_whole_image_at_its_size_is_the_image():

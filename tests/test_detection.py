@@ -93,6 +93,27 @@ def test_eval_output_format(name):
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
 
 
+def test_dcn_backbone_variant_deforms_conv5_only_and_starts_as_the_plain_backbone():
+    torch.manual_seed(0)
+    dcn = create_model("fcos_dcnbackbone_resnet18").eval()
+    assert dcn.head_conv == "conv" and not any(isinstance(m, DeformConv2d) for m in dcn.head.modules())
+    deformed = [n for n, m in dcn.backbone.named_modules() if isinstance(m, DeformConv2d)]
+    assert deformed == ["layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
+    plain = create_model("fcos_resnet18").eval()
+    extra = set(dcn.state_dict()) - set(plain.state_dict())
+    assert set(plain.state_dict()) <= set(dcn.state_dict()) and all(".offset_mask." in k for k in extra)
+    # the plain backbone's weights (the DCN convs' weights included) and zero offsets: same maps
+    own = dcn.backbone.state_dict()
+    dcn.backbone.load_state_dict({**own, **plain.backbone.state_dict()})
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(dcn.backbone(x), plain.backbone(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    conv345 = create_model("fcos_resnet18", backbone_deform_stages=(2, 3, 4))
+    layers = {n.split(".")[0] for n, m in conv345.backbone.named_modules() if isinstance(m, DeformConv2d)}
+    assert layers == {"layer2", "layer3", "layer4"}
+
+
 def test_train_mode_without_targets_is_an_error():
     model = create_model("fcos_resnet18").train()
     with pytest.raises(ValueError, match="targets"):

@@ -87,3 +87,50 @@ def test_flips_are_refused_where_they_would_mean_nothing(eval_script, capsys):
     assert eval_script("fcos_resnet18.bccd", "--hflip-tta") == 2
     err = capsys.readouterr().err
     assert "--hflip-tta applies to classification models, fcos_resnet18.bccd is detection" in err
+
+
+def test_input_size_resizes_the_images_and_is_refused_for_dense_tasks(tmp_path):
+    """``eval.py NAME --input-size N``: the same weights on the images resized to NxN."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, run_env
+
+    out = tmp_path / "r.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "eval.py"),
+        "resnet20.fashion_mnist",
+        "--input-size",
+        "32",
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, env=run_env(), capture_output=True, text=True, cwd=tmp_path)
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["input_size"] == [32, 32] and 10 < result["top1"] < 100
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), "fcn_resnet18.camvid", "--input-size", "64"],
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and "--input-size applies to classification models" in refused.stderr
+
+
+def test_the_eval_loader_resizes_only_when_the_size_differs():
+    import torch
+
+    from zoo.data import InMemoryLoader, TensorDataset
+
+    data = TensorDataset(
+        torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8), torch.arange(4), [], (0.5,) * 3, (0.5,) * 3
+    )
+    same = next(iter(InMemoryLoader(data, 4, train=False, size=(16, 16)).batches()))[0]
+    plain = next(iter(InMemoryLoader(data, 4, train=False).batches()))[0]
+    assert torch.equal(same, plain)  # the stored size: untouched, no resampling
+    small = next(iter(InMemoryLoader(data, 4, train=False, size=(8, 8)).batches()))[0]
+    assert small.shape == (4, 3, 8, 8)

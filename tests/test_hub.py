@@ -35,6 +35,22 @@ from .conftest import random_state
 REV_PINNED, REV_MAIN, REV_EXTERNAL = "a" * 40, "b" * 40, "d" * 40
 
 
+def fake_hub_env(fake, tmp, **extra: str) -> dict[str, str]:
+    """The environment of a client process that talks to ``fake`` only: no real HF settings or
+    proxies, a fresh HF cache under ``tmp``, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(
+        HF_ENDPOINT=fake.url,
+        HF_HOME=str(tmp / "hf"),
+        HF_HUB_CACHE=str(tmp / "hf" / "hub"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        NO_PROXY="127.0.0.1",
+        **extra,
+    )
+    return env
+
+
 class FakeHub:
     """Answers HEAD and GET on ``/{org}/{repo}/resolve/{revision}/{filename}`` as the Hub does.
 
@@ -192,14 +208,9 @@ def online(tmp_path_factory):
     ]
     save_manifest(entries, manifest)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
-    env.update(
-        HF_ENDPOINT=fake.url,
-        HF_HOME=str(tmp / "hf"),
-        HF_HUB_CACHE=str(tmp / "hf" / "hub"),
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        NO_PROXY="127.0.0.1",
+    env = fake_hub_env(
+        fake,
+        tmp,
         ZOO_MANIFEST=str(manifest),
         ZOO_WEIGHTS_DIR=str(tmp / "user_weights"),  # empty: the Hub is the only source
     )

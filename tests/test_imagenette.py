@@ -1,29 +1,22 @@
 """The Imagenette loader on a tiny folder the test writes: layout, greyscale, errors that name
 the file, the decoded cache (used, and rebuilt when a file changes)."""
 
-import hashlib
-import io
-
 import pytest
 import torch
-from PIL import Image
 
-from zoo.data import DataFileError, DatasetNotFoundError, dataset_info, imagenette, integrity
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, jpeg_bytes, write_tiny_imagenette
+from zoo.data import DataFileError, DatasetNotFoundError, dataset_info, imagenette
 
 WNIDS = imagenette.WNIDS
 
 
 def _jpeg(colour, mode="RGB", size=(128, 128)) -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, colour).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
+    return jpeg_bytes(colour, mode, size)
 
 
 @pytest.fixture
 def tiny(tmp_path, monkeypatch):
     """DIR/imagenette with 3 train and 2 val images, zoo's list pointed at their hashes."""
-    root = tmp_path / "data" / "imagenette"
     files = {
         f"train/{WNIDS[0]}/a.JPEG": _jpeg((200, 10, 10)),
         f"train/{WNIDS[3]}/b.JPEG": _jpeg(90, mode="L"),  # greyscale
@@ -31,21 +24,8 @@ def tiny(tmp_path, monkeypatch):
         f"val/{WNIDS[0]}/d.JPEG": _jpeg((10, 200, 10)),
         f"val/{WNIDS[5]}/e.JPEG": _jpeg((250, 250, 250)),
     }
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    sums = tmp_path / "sums"
-    sums.mkdir()
-
-    def write_list():
-        lines = [f"{hashlib.sha256((root / n).read_bytes()).hexdigest()}  {n}" for n in sorted(files)]
-        (sums / "imagenette.sha256").write_text("\n".join(lines) + "\n")
-
-    write_list()
-    monkeypatch.setattr(integrity, "SUMS_DIR", sums)
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("ZOO_DATA_DIR", raising=False)
-    return root, write_list
+    return write_tiny_imagenette(tmp_path, monkeypatch, files)
 
 
 def test_registered_as_a_three_channel_classification_dataset():
@@ -139,3 +119,21 @@ def test_the_real_copy_has_the_official_counts():
     assert counts == {"train": 9469, "val": 3925}
     val = imagenette.load_split("val", str(DATA_DIR))
     assert torch.bincount(val.labels).tolist() == [387, 395, 357, 386, 409, 394, 389, 419, 399, 390]
+
+
+def test_a_file_touched_in_place_rebuilds_the_cache(tiny, monkeypatch):
+    """The cache key covers each file's size and modification time, not only zoo's list."""
+    import os
+
+    root, _ = tiny
+    imagenette.load_split("val", str(root.parent))
+    decoded = []
+    real = imagenette.decode
+    monkeypatch.setattr(imagenette, "decode", lambda path: decoded.append(path) or real(path))
+    imagenette.load_split("val", str(root.parent))
+    assert decoded == []  # current: nothing decoded
+    path = root / f"val/{WNIDS[5]}/e.JPEG"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, a new time
+    imagenette.load_split("val", str(root.parent))
+    assert len(decoded) == 2  # the split decoded again, its files re-checked against the list

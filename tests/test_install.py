@@ -1,15 +1,27 @@
 """A non-editable install knows its weights: the manifest ships inside the package.
 
 ``pip install --no-deps`` of this checkout into a fresh virtual environment that sees the
-system's site-packages (torch and the other dependencies, not reinstalled), then, from another
-directory, the installed zoo lists the published weights and loads one from ``ZOO_WEIGHTS_DIR``.
+site-packages of the interpreter running the tests (torch and the other dependencies, not
+reinstalled), then, from another directory, the installed zoo lists the published weights and
+loads one from ``ZOO_WEIGHTS_DIR``.
+
+"The interpreter running the tests" is the system Python in CI and a newcomer's virtual
+environment on a laptop (``python -m venv .venv && pip install -e ".[dev]"``). A venv made with
+``--system-site-packages`` would see the *base* interpreter's packages in the second case, not
+the newcomer's venv, and fail to import torch; so the new venv gets a ``.pth`` file that adds
+the running interpreter's own site directories instead, processed as Python processes its own
+(``site.addsitedir``). They come after the new venv's site-packages, so the installed copy of zoo
+is the one imported.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import site
 import subprocess
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +35,35 @@ print(json.dumps({"file": zoo.__file__, "pretrained": zoo.list_models(pretrained
 """
 
 
+def running_site_dirs() -> list[str]:
+    """The site directories of the interpreter running the tests, as its ``site`` found them:
+    a venv's own (and the base's, if it was made with ``--system-site-packages``), or the
+    system's, and the user's where this interpreter reads it."""
+    dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def make_venv(env_dir: Path) -> Path:
+    """A venv with its own pip that also sees ``running_site_dirs()``; its python."""
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    lines = [f"import site; site.addsitedir({d!r})\n" for d in running_site_dirs()]
+    (Path(purelib) / "_zoo_test_running_site.pth").write_text("".join(lines))
+    return python
+
+
 def test_a_non_editable_install_lists_and_loads_its_weights(tmp_path):
     env_dir = tmp_path / "venv"
     try:
-        venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+        python = make_venv(env_dir)
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot create a virtual environment here: {e}")
-    python = env_dir / "bin" / "python"
     pip = subprocess.run(
         [python, "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
         cwd=tmp_path,

@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 
 import zoo
-from zoo.readme import END, START, render_readme
+from zoo.readme import END, START, render_details_doc, render_readme
 from zoo.weights import eval_transforms, find_weights, load_manifest
 
 from .conftest import REPO, num_params
@@ -86,3 +86,12 @@ def test_headline_weight_meets_the_claim_the_readme_makes():
         f"{w.num_params // 1000}K parameters",
     ):
         assert quoted in section, f"the README's headline section does not say {quoted!r} (the manifest does)"
+
+
+def test_weights_details_page_matches_the_manifest():
+    """docs/weights.md (per weight: machine, seeds, licence, commands) is generated from the manifest."""
+    path = REPO / "docs" / "weights.md"
+    text = path.read_text(encoding="utf-8")
+    assert text == render_details_doc(text, load_manifest(MANIFEST)), (
+        "docs/weights.md is out of date: run python -m zoo.readme"
+    )

@@ -316,6 +316,36 @@ def test_resnet_norm_and_attn_options(norm, attn):
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_resnet_deform_stages_keep_every_plain_tensor_and_add_zero_offset_predictors():
+    torch.manual_seed(0)
+    plain = create_model("resnet18").eval()
+    randomize_batchnorm(plain)
+    dcn = create_model("resnet18", deform_stages=(4,)).eval()
+    ours, theirs = dcn.state_dict(), plain.state_dict()
+    extra = sorted(set(ours) - set(theirs))
+    assert set(theirs) <= set(ours) and all(
+        re.fullmatch(r"layer4\.\d\.conv[12]\.offset_mask\.(weight|bias)", k) for k in extra
+    )
+    assert len(extra) == 8 and all(ours[k].abs().sum() == 0 for k in extra)
+    assert all(ours[k].shape == v.shape for k, v in theirs.items())
+    dcn.load_state_dict({**ours, **theirs})  # the plain weights fill the DCN convs: same network
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(dcn(x), plain(x), rtol=1e-4, atol=1e-4)
+    dilated = create_model("resnet18", deform_stages=(3, 4), output_stride=8)
+    assert dilated.layer4[1].conv2.dilation == (4, 4) and dilated.layer3[0].conv1.stride == (1, 1)
+    assert dilated(x).shape == (2, 1000)
+    bottleneck = create_model("resnet50", deform_stages=(4,))
+    assert type(bottleneck.layer4[0].conv2).__name__ == "DeformConv2d"
+    assert type(bottleneck.layer4[0].conv1).__name__ == "Conv2d"  # only the 3x3 convs
+
+
+@pytest.mark.parametrize("stages", [(0,), (5,), (True,), ("4",)])
+def test_resnet_deform_stages_out_of_range(stages):
+    with pytest.raises(ValueError, match="deform_stages names stages 1..4"):
+        create_model("resnet18", deform_stages=stages)
+
+
 def test_plain_net_has_no_shortcuts():
     model = create_model("plain20")
     assert all(b.downsample is None and not b.shortcut for s in model.stages() for b in s)

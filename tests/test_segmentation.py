@@ -49,7 +49,14 @@ needs_camvid = pytest.mark.skipif(
 
 
 def test_registered_segmenters():
-    assert SEGMENTERS == ["deeplabv3_resnet18", "deeplabv3_resnet50", "fcn_resnet18", "fcn_resnet50"]
+    assert SEGMENTERS == [
+        "deeplabv3_resnet18",
+        "deeplabv3_resnet50",
+        "deeplabv3plus_resnet18",
+        "deeplabv3plus_resnet50",
+        "fcn_resnet18",
+        "fcn_resnet50",
+    ]
     for name in SEGMENTERS:
         entry = get_entry(name)
         family = "fcn" if name.startswith("fcn") else "deeplab"
@@ -101,6 +108,42 @@ def test_reset_classifier_and_interface():
         zoo.create_model("fcn_resnet18", features_only=True)
     with pytest.raises(ValueError, match="channels"):
         model(torch.randn(1, 1, 64, 64))
+
+
+def test_deeplabv3plus_decoder_reads_the_stride_4_map():
+    model = zoo.create_model("deeplabv3plus_resnet18", num_classes=5).eval()
+    assert model.output_stride == 16  # the paper's default
+    assert [(f["module"], f["reduction"]) for f in model.feature_info] == [("layer1", 4), ("layer4", 16)]
+    head = model.classifier
+    rates = [branch[0].dilation[0] for branch in head.aspp.convs[1:-1]]
+    assert rates == [6, 12, 18]
+    assert (head.low_project[0].in_channels, head.low_project[0].out_channels) == (64, 48)
+    assert head.fuse[0].in_channels == 256 + 48 and head.fuse[3].out_channels == 256
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert [f.shape[-2:] for f in features] == [(16, 24), (4, 6)]
+        assert model.forward_head(features).shape == (1, 5, 16, 24)  # logits at stride 4
+        assert model.forward_head(features, pre_logits=True).shape == (1, 256, 16, 24)
+        # the decoder's low-level branch reaches the output
+        before = model(x)["out"]
+        torch.nn.init.zeros_(head.low_project[0].weight)
+        assert not torch.allclose(model(x)["out"], before)
+    dilated = zoo.create_model("deeplabv3plus_resnet18", output_stride=8, aux_loss=True)
+    assert [f["reduction"] for f in dilated.feature_info] == [4, 8, 8]  # layer1, layer3 (aux), layer4
+    assert [b[0].dilation[0] for b in dilated.classifier.aspp.convs[1:-1]] == [12, 24, 36]
+    with pytest.raises(ValueError, match=r"deeplabv3plus takes output_stride in \[8, 16\], got 32"):
+        zoo.create_model("deeplabv3plus_resnet18", output_stride=32)
+
+
+def test_deeplabv3plus_reset_classifier_replaces_both_logit_convs():
+    model = zoo.create_model("deeplabv3plus_resnet50", aux_loss=True)
+    assert model.classifier_name == "classifier.logits" and model.get_classifier().out_channels == 11
+    assert model.feature_info[0]["num_chs"] == 256  # resnet50's layer1
+    model.reset_classifier(4)
+    assert model.get_classifier() is model.classifier.logits and model.classifier.logits.out_channels == 4
+    assert model.aux_classifier[-1].out_channels == 4
+    assert model.state_dict()["classifier.logits.weight"].shape[:2] == (4, 256)
 
 
 @pytest.mark.parametrize("aux_loss", [False, True])

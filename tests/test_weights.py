@@ -26,7 +26,7 @@ import zoo.readme as readme
 import zoo.weights as weights
 from zoo.models.deeplab import SegmentationModel
 from zoo.models.fcos import FCOS
-from zoo.readme import END, START, render_readme, render_table
+from zoo.readme import DETAILS_END, DETAILS_START, END, START, render_details_doc, render_readme, render_table
 from zoo.weights import (
     ManifestError,
     SeedSpread,
@@ -624,8 +624,9 @@ def test_readme_table_follows_the_manifest(store):
     new = render_readme(text, load_manifest())
     assert "stale" not in new and new.endswith(f"{END}\n\nmore\n")
     assert "| `resnet20.test` (default) | cifar10 (test) | top1 91.25, top5 99.5 | 0.27M | 3x32x32 |" in new
-    assert "train `python train.py configs/resnet20_cifar10.yaml`" in new
     assert render_readme(new, load_manifest()) == new
+    details = render_details_doc(f"{DETAILS_START}\n{DETAILS_END}\n", load_manifest())
+    assert "- train: `python train.py configs/resnet20_cifar10.yaml`" in details
     assert render_table([]) == "_No published weights yet._"
     with pytest.raises(ValueError, match="needs the markers"):
         render_readme("# zoo\n", [])
@@ -635,7 +636,7 @@ def test_readme_cli_updates_then_checks(store, tmp_path):
     path = tmp_path / "README.md"
     path.write_text(f"# zoo\n{START}\n{END}\n")
     with pytest.raises(SystemExit, match="out of date"):
-        readme.main(["--readme", str(path), "--check"])
-    readme.main(["--readme", str(path)])
-    readme.main(["--readme", str(path), "--check"])
+        readme.main(["--readme", str(path), "--check", "--details", "-"])
+    readme.main(["--readme", str(path), "--details", "-"])
+    readme.main(["--readme", str(path), "--check", "--details", "-"])
     assert "`resnet20.test` (default)" in path.read_text()

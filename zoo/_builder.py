@@ -2,11 +2,13 @@
 
 ``create_model`` turns a name into a built (and possibly pretrained) model: the registry
 builds it, ``zoo.hub`` finds the file (locally, else on the Hub), ``zoo.weights`` verifies,
-loads and adapts it.
+loads and adapts it. The same steps fill a dense model's backbone with a classifier's
+weights (``backbone_weights=``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ._registry import ModelEntry, filter_names, get_entry, list_architectures, split_name
 from .hub import download_external, resolve_file
+from .layers import DeformConv2d
 from .weights import (
+    WeightsEntry,
+    WeightsError,
     build_adapted,
     build_unvouched,
     find_weights,
@@ -46,6 +51,7 @@ def create_model(
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     checkpoint_path: str | None = None,
+    backbone_weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model by name (``arch`` or ``arch.tag``).
@@ -59,6 +65,11 @@ def create_model(
         features_only: return a backbone whose forward gives the multi-scale feature maps
             listed in ``model.feature_info``; ``out_indices`` picks the stages.
         checkpoint_path: a local safetensors file to load instead of the manifest's.
+        backbone_weights: for a model built on a backbone (segmentation, detection): the
+            verified weights of a classification entry of the backbone's architecture
+            (``"resnet18.imagenette"``) or ``"hf-hub:ORG/REPO"`` (a timm-compatible file), loaded
+            into the backbone only; the heads keep their initialisation. What was loaded is
+            recorded in ``model.backbone_weights`` (name and sha256).
         **kwargs: architecture arguments (``norm=``, ``attn=``, ``output_stride=``, ...).
     """
     check_arguments(name, num_classes, in_chans)
@@ -68,10 +79,23 @@ def create_model(
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
+    if backbone_weights is not None and not isinstance(backbone_weights, str):
+        raise TypeError(
+            f"create_model: backbone_weights must be a weights name ('arch.tag' or 'hf-hub:ORG/REPO'), "
+            f"got {type(backbone_weights).__name__} {backbone_weights!r}"
+        )
+    if backbone_weights and (pretrained or checkpoint_path):
+        given = "pretrained=" if pretrained else "checkpoint_path="
+        raise ValueError(
+            f"create_model({name!r}): backbone_weights={backbone_weights!r} and {given} both say where "
+            "weights come from (the full model's weights replace the backbone's); give one"
+        )
     if pretrained or checkpoint_path:
         model = create_pretrained(entry, tag, pretrained, checkpoint_path, kwargs)
     else:
         model = entry.fn(**kwargs)
+        if backbone_weights:
+            load_backbone_weights(model, entry.name, backbone_weights)
     if features_only:
         model.as_features(out_indices)
     elif out_indices is not None:
@@ -134,6 +158,85 @@ def create_pretrained(
     )
     model.pretrained_weights = w  # lets eval_transforms(model) find the preprocessing
     return model
+
+
+def load_backbone_weights(model: nn.Module, name: str, spec: str) -> None:
+    """Fill ``model.backbone`` with the classification weights ``spec`` names, as
+    ``create_pretrained`` loads a whole model: a manifest entry's file is found, checked against
+    its sha256 and loaded strictly into a classifier of the backbone's architecture (built with
+    the backbone's arguments, its first conv adapted to ``in_chans``, no classifier); an
+    ``hf-hub:`` file is read as ``pretrained="hf-hub:..."`` reads one. That classifier's tensors
+    then load strictly into the backbone. Sets ``model.backbone_weights`` to name and sha256."""
+    arch = getattr(model, "backbone_arch", "")
+    if not arch or not hasattr(model, "backbone"):
+        raise ValueError(
+            f"backbone_weights={spec!r}: {name} is not built on a backbone; backbone_weights= fills "
+            f"the backbone of a segmentation or detection model (for {name} itself use pretrained=)"
+        )
+    entry = get_entry(arch)
+    kwargs = {**model.backbone_args, "in_chans": model.in_chans, "num_classes": 0}
+    if spec.startswith(HF_HUB_PREFIX):
+        path = download_external(spec[len(HF_HUB_PREFIX) :])
+        sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        classifier = build_unvouched(entry, read_unverified(path), kwargs, source=spec)
+        source = {"name": spec, "sha256": sha256}
+    else:
+        w = find_weights(spec)
+        check_backbone_entry(w, name, entry, model.backbone_args)
+        path = resolve_file(w)
+        state = read_verified(path, w)
+        classifier = build_adapted(
+            entry, state, f"{w.name} ({path})", w.num_classes, w.input.in_chans, w.model_args, kwargs
+        )
+        source = {"name": w.name, "sha256": w.sha256}
+    state = classifier.state_dict()  # num_classes=0: the classifier is left out
+    # A DCN conv in the backbone (deform_stages) holds the plain conv's weight under the same
+    # name, and an offset-and-mask predictor that classification weights do not have. Exactly
+    # those predictor tensors keep their zero initialisation (the conv starts as the plain one);
+    # every other tensor must come from the weights, and nothing may be left over (strict).
+    own = model.backbone.state_dict()
+    predictors = {
+        f"{module_name}.offset_mask.{k}"
+        for module_name, m in model.backbone.named_modules()
+        if isinstance(m, DeformConv2d)
+        for k in ("weight", "bias")
+    }
+    state = {**{k: own[k] for k in predictors if k not in state}, **state}
+    try:
+        model.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(
+            f"backbone_weights {source['name']} do not fit {name}'s backbone ({arch}): {e}"
+        ) from None
+    model.backbone_weights = source
+
+
+def check_backbone_entry(
+    w: WeightsEntry, name: str, entry: ModelEntry, backbone_args: dict[str, Any]
+) -> None:
+    """Refuse, naming the entry and what was expected, weights that are not a classifier of the
+    backbone's architecture trained with the backbone's arguments (``norm``, ``attn``, ...)."""
+    if w.task != "classification":
+        raise WeightsError(
+            f"backbone_weights {w.name} are {w.task} weights; {name}'s backbone takes a classification "
+            f"model's weights of its architecture {entry.name} (e.g. {entry.name}.TAG)"
+        )
+    if w.arch != entry.name:
+        raise WeightsError(
+            f"backbone_weights {w.name} are {w.arch} weights; {name}'s backbone is {entry.name}, so it "
+            f"takes {entry.name}.TAG weights"
+        )
+    trained = entry.arguments(w.model_args)
+    clash = [
+        f"{k}={v!r} (the weights: {trained.get(k)!r})"
+        for k, v in backbone_args.items()
+        if trained.get(k) != v
+    ]
+    if clash:
+        raise WeightsError(
+            f"backbone_weights {w.name} were trained with other arguments than {name}'s backbone: "
+            f"{', '.join(clash)}"
+        )
 
 
 @torch.no_grad()

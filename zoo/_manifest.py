@@ -30,6 +30,7 @@ from ._tasks import HFLIP_TTA_TASKS, hflip_metrics
 
 PACKAGED_MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+FITS = ("crop", "squash")
 
 
 class ManifestError(ValueError):
@@ -46,6 +47,9 @@ class InputSpec:
     std: list[float]
     interpolation: str  # for the resize: nearest, bilinear or bicubic
     resize_size: int | None  # shorter side resized to this, then center-cropped; null: no resize
+    # "squash": any picture is resized to input_size on both sides, aspect ratio not kept (the
+    # weights trained on squashed photos); "crop": resize_size's shorter side and centre crop
+    fit: str = "crop"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,15 @@ class SeedSpread:
         return cls(
             metric, {str(k): float(v) for k, v in values.items()}, round(statistics.fmean(vals), 4), std
         )
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """The weights a model's backbone started from (``create_model(..., backbone_weights=...)``):
+    a manifest name (``resnet18.imagenette``) or ``hf-hub:ORG/REPO``, and that file's sha256."""
+
+    name: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,7 @@ class WeightsEntry:
     hf_repo_id: str  # "" until published
     hf_revision: str  # the Hub commit the weights were published at; "" until published
     seeds: SeedSpread | None = None  # the spread over seeds, where the recipe was run with several
+    backbone_weights: BackboneSource | None = None  # what the backbone started from; None: scratch
 
     @property
     def arch(self) -> str:
@@ -250,15 +264,36 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
     spec = e.input
     if len(spec.input_size) != 2 or len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
         problems.append("input needs input_size [H, W] and one mean and std per input channel")
+    if spec.fit not in FITS:
+        problems.append(f"input.fit {spec.fit!r} is not one of {FITS}")
+    if spec.fit == "squash" and spec.resize_size is not None:
+        problems.append("input.fit 'squash' resizes to input_size: resize_size must be null")
     if spec.interpolation not in INTERPOLATIONS:
         problems.append(f"input.interpolation {spec.interpolation!r} is not one of {INTERPOLATIONS}")
-    for key in ("num_classes", "in_chans"):
+    for key in ("num_classes", "in_chans", "backbone_weights"):
         if key in e.model_args:
             problems.append(f"model_args must not hold {key!r}: it has its own field")
+    if e.backbone_weights is not None:
+        problems += _backbone_problems(e.backbone_weights)
     if bool(e.hf_repo_id) != bool(e.hf_revision):
         problems.append("hf_repo_id and hf_revision are set together (on publishing) or both empty")
     if e.hf_revision and (len(e.hf_revision) != 40 or set(e.hf_revision) - set("0123456789abcdef")):
         problems.append(f"hf_revision {e.hf_revision!r} must be a commit sha (a branch could move)")
+    return problems
+
+
+def _backbone_problems(b: BackboneSource) -> list[str]:
+    """A backbone source names a weight (``arch.tag`` or ``hf-hub:ORG/REPO``) and its file's hash."""
+    problems = []
+    arch, tag = split_name(b.name)
+    if not b.name.startswith("hf-hub:") and not (
+        tag and is_model(arch) and get_entry(arch).task == "classification"
+    ):
+        problems.append(
+            f"backbone_weights.name {b.name!r} is neither a classifier's 'arch.tag' nor 'hf-hub:ORG/REPO'"
+        )
+    if len(b.sha256) != 64 or set(b.sha256) - set("0123456789abcdef"):
+        problems.append(f"backbone_weights.sha256 {b.sha256!r} is not 64 lowercase hex digits")
     return problems
 
 
@@ -280,8 +315,23 @@ def _manifest_problems(entries: list[WeightsEntry]) -> list[str]:
 def _entry_json(e: WeightsEntry) -> dict[str, Any]:
     """An entry as JSON, leaving out optional fields at their default (entries stay as short as
     what they record)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(e) if f.default is not dataclasses.MISSING}
-    return {k: v for k, v in dataclasses.asdict(e).items() if k not in defaults or v != defaults[k]}
+    return _without_defaults(e)
+
+
+def _without_defaults(obj: Any) -> dict[str, Any]:
+    """A dataclass as a dict without its optional fields at their default, nested ones too."""
+    defaults = {f.name: f.default for f in dataclasses.fields(obj) if f.default is not dataclasses.MISSING}
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in defaults and value == defaults[f.name]:
+            continue
+        out[f.name] = _without_defaults(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def save_manifest(entries: list[WeightsEntry], path: str | Path | None = None) -> None:

@@ -25,7 +25,7 @@ import fnmatch
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._tasks import TASKS  # plain names, shared with the engine's task registry
@@ -43,6 +43,15 @@ class ModelEntry:
     family: str
     input_size: tuple[int, int, int]  # (channels, height, width) the model is built for by default
     cls: type
+    fixed: dict[str, Any] = field(default_factory=dict, hash=False)  # what the variant fixes
+    defaults: dict[str, Any] = field(default_factory=dict, hash=False)  # what a caller may override
+
+    def arguments(self, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every argument ``cls`` receives when the variant is built with ``kwargs``: the class's
+        own defaults, then the variant's defaults, the caller's ``kwargs`` and what it fixes."""
+        params = inspect.signature(self.cls.__init__).parameters
+        own = {k: p.default for k, p in params.items() if k != "self" and p.default is not p.empty}
+        return {**own, **self.defaults, **(kwargs or {}), **self.fixed}
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -76,7 +85,14 @@ def register_model(
             return build_model(name, cls, variant(), {**defaults, **kwargs})
 
         _MODELS[name] = ModelEntry(
-            name, builder, task, family or variant.__module__.rsplit(".", 1)[-1], tuple(input_size), cls
+            name,
+            builder,
+            task,
+            family or variant.__module__.rsplit(".", 1)[-1],
+            tuple(input_size),
+            cls,
+            variant(),
+            defaults,
         )
         return builder
 

@@ -7,7 +7,12 @@
 
 A matrix file names one shared recipe and the rows that differ from it only in the model
 (architecture and ``create_model`` arguments), the seeds, and optional sweeps (one config
-key at several values for some rows, one seed, usually a shorter budget). Every run has its
+key at several values for some rows, one seed, usually a shorter budget). It also says what
+the report reads from the runs, for any task and dataset: ``metric`` (the number a row is
+judged by, a key of the runs' final evaluation; default: the task's primary metric),
+``claims`` (titled lists of row-against-row comparisons, each optionally named as an ``idea``
+for the table that sets one dataset's verdicts beside another's), ``curves`` (which rows'
+training curves share a picture) and ``extras`` (pictures that apply to some matrices only). Every run has its
 own folder ``<out_dir>/<row>/seed<k>`` (``<out_dir>/sweep_<name>/<row>/<key>=<value>`` for
 sweeps). ``run`` works through them in order, seed-major (every row's first seed before any
 second seed), and for each one:
@@ -40,18 +45,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors import safe_open
 
 from .config import ConfigError, RunConfig, load_config
+from .data import dataset_info
 from .data.integrity import file_sha256
-from .engine import NonFiniteLossError, train
+from .engine import NonFiniteLossError, RunInterrupted, train
 from .engine.autotune import candidates, fastest, time_settings
-from .engine.checkpoint import model_from_config, write_json
+from .engine.checkpoint import model_from_config, save_weights, write_json
 from .engine.distributed import resolve_device
 from .engine.evaluator import evaluate_run
 from .engine.tasks import get_task
-from .weights import SeedSpread, add_entry, load_manifest
+from .weights import BackboneSource, SeedSpread, add_entry, load_manifest, parse_safetensors
 
 SUMMARY, DIVERGED, CHECKPOINT, LOCK = "summary.json", "diverged.json", "last.ckpt", ".ablate.lock"
+# The metrics a published weight records, per task, and the scale of each task's numbers
+# (percent for classification and segmentation, a fraction for detection's mAP).
+PUBLISHED_METRICS = {
+    "classification": ("top1", "top5"),
+    "segmentation": ("miou", "pixel_acc"),
+    "detection": ("map", "map_50", "map_75"),
+}
+METRIC_SCALE = {"classification": 1.0, "segmentation": 1.0, "detection": 0.01}
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,24 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    base: str  # the row compared against
+    row: str
+    label: str = ""  # words put before the difference in the reading, e.g. "degradation"
+    idea: str = ""  # its row in the idea x dataset table ("" leaves it out)
+
+
+@dataclass(frozen=True)
+class Claim:
+    title: str  # e.g. "Normalization"
+    compare: list[Comparison]
+    note: str = ""  # said after the title, in parentheses
+
+
+EXTRAS = ("gradient_norms", "cbam_attention", "explain")  # pictures a matrix may ask for
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     recipe: Path
@@ -81,6 +114,12 @@ class Matrix:
     seeds: list[int]
     rows: list[Row]
     sweeps: list[Sweep]
+    metric: str = "top1"  # a key of each run's final evaluation (summary.json)
+    title: str = ""  # how the report names the dataset, e.g. "Fashion-MNIST"
+    claims: list[Claim] = field(default_factory=list)
+    curves: dict[str, list[str]] = field(default_factory=dict)  # picture name -> rows drawn in it
+    extras: list[str] = field(default_factory=list)
+    license: str = "mit"  # of the published weights (the data's terms may restrict it)
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -165,7 +204,53 @@ def load_matrix(path: str | Path) -> Matrix:
     seeds = data.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{path}: seeds must be a non-empty list of ints, got {seeds!r}")
-    return Matrix(path, path.parent / data["recipe"], Path(data["out_dir"]), list(seeds), rows, sweeps)
+    claims = [_claim(c, f"{path}: claims[{i}]", names) for i, c in enumerate(data.get("claims") or [])]
+    curves = data.get("curves") or {}
+    if not isinstance(curves, dict):
+        raise ConfigError(f"{path}: curves must map a picture name to a list of rows, got {curves!r}")
+    for picture, members in curves.items():
+        _known_rows(members, f"{path}: curves.{picture}", names)
+    extras = list(data.get("extras") or [])
+    unknown = sorted(set(extras) - set(EXTRAS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown extras {unknown}; known: {list(EXTRAS)}")
+    recipe = path.parent / data["recipe"]
+    metric = data.get("metric") or get_task(load_config(recipe).task).primary_metric
+    return Matrix(
+        path,
+        recipe,
+        Path(data["out_dir"]),
+        list(seeds),
+        rows,
+        sweeps,
+        metric=metric,
+        title=data.get("title", ""),
+        claims=claims,
+        curves={k: list(v) for k, v in curves.items()},
+        extras=extras,
+        license=data.get("license", "mit"),
+    )
+
+
+def _known_rows(members: Any, where: str, names: list[str]) -> list[str]:
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ConfigError(f"{where}: expected a list of row names, got {members!r}")
+    missing = [m for m in members if m not in names]
+    if missing:
+        raise ConfigError(f"{where} names unknown rows {missing}; rows are {names}")
+    return members
+
+
+def _claim(data: Any, where: str, names: list[str]) -> Claim:
+    data = dict(_fields(Claim, data, where))
+    if "title" not in data or "compare" not in data:
+        raise ConfigError(f"{where}: a claim needs a title and a compare list")
+    compare = []
+    for i, c in enumerate(data.pop("compare") or []):
+        c = Comparison(**_fields(Comparison, c, f"{where}.compare[{i}]"))
+        _known_rows([c.base, c.row], f"{where}.compare[{i}]", names)
+        compare.append(c)
+    return Claim(compare=compare, **data)
 
 
 def _row_overrides(row: Row) -> list[str]:
@@ -328,10 +413,14 @@ def publish(
     replace: bool = False,
     tolerance: float = 0.05,
     git_commit: str | None = None,
+    dtype: str = "float32",
 ) -> list[str]:
     """Add each tagged row's first-seed weights to the manifest as ``<model>.<tag>``, with the
-    top-1 re-measured from the file (it must agree with the run's own final evaluation within
-    ``tolerance`` points) and the spread over every finished seed. Rows whose first seed has
+    task's metrics re-measured from the file (the matrix's metric must agree with the run's own
+    final evaluation within ``tolerance`` points, a hundredth of that for mAP fractions) and its
+    spread over every finished seed. ``dtype="float16"`` publishes a float16 copy of the file
+    (half the bytes in git; it loads into float32 models), and the metrics are those of the
+    copy. Rows whose first seed has
     not finished, or whose weights file is gone, are skipped and named."""
     known = {e.name: e for e in load_manifest(manifest)}
     added = []
@@ -347,6 +436,8 @@ def publish(
                 + ("" if weights.is_file() else ", no weights file")
             )
             continue
+        if dtype == "float16":
+            weights = half_precision_copy(weights)
         summary = run.summary()
         trained = run.trained_config()["train"]
         setting = (
@@ -355,12 +446,13 @@ def publish(
         )
         ev = evaluate_run(run.row.model, weights)
         height, width = ev.info.input_size  # the images the run trained on, not the registry's default
-        measured = {k: float(ev.result[k]) for k in ("top1", "top5")}
-        if abs(measured["top1"] - summary["final"]["top1"]) > tolerance:
+        measured = {k: float(ev.result[k]) for k in PUBLISHED_METRICS[ev.task.name]}
+        m = matrix.metric
+        if abs(measured[m] - summary["final"][m]) > tolerance * METRIC_SCALE[ev.task.name]:
             raise RuntimeError(
-                f"{weights}: re-measured top1 {measured['top1']} differs from the run's {summary['final']['top1']}"
+                f"{weights}: re-measured {m} {measured[m]} differs from the run's {summary['final'][m]}"
             )
-        seeds = {str(r.seed): r.summary()["final"]["top1"] for r in finished_seeds(matrix, run.row)}
+        seeds = {str(r.seed): r.summary()["final"][m] for r in finished_seeds(matrix, run.row)}
         # Republishing the same file (to add seeds) keeps where and at which commit it was trained.
         prior = known.get(name)
         if prior is not None and prior.sha256 == file_sha256(weights):
@@ -379,21 +471,49 @@ def publish(
             input_size=[height, width] if height and width else None,
             std=list(ev.info.std),
             label_names=list(ev.info.classes),
+            fit=dataset_info(ev.result["dataset"]).fit,  # how the dataset's images were made
+            license=matrix.license,
             config=str(matrix.recipe),
             command=training_command(matrix, run),
             eval_command=f"python eval.py {name}",
-            model_args=dict(run.row.args),
+            model_args={k: v for k, v in run.row.args.items() if k != "backbone_weights"},
+            # as the run recorded them when it loaded them (the manifest may have moved on since)
+            backbone_weights=_backbone_source(summary, run.row.args.get("backbone_weights")),
             train_wall_time_s=summary["train_wall_time_s"],
             hardware=trained_on,
-            seeds=SeedSpread.of("top1", seeds),
+            seeds=SeedSpread.of(m, seeds),
             git_commit=trained_at,
             replace=name in known,
             manifest=manifest,
             weights_folder=weights_folder,
         )
         added.append(entry.name)
-        print(f"published {entry.name}: top1 {measured['top1']} (seeds {seeds})")
+        print(f"published {entry.name}: {m} {measured[m]} (seeds {seeds})")
     return added
+
+
+def _backbone_source(summary: dict[str, Any], name: str | None) -> BackboneSource | str | None:
+    """The backbone weights a run started from: the name and sha256 its summary recorded, else
+    (a run from before summaries recorded them) the name, looked up in the manifest."""
+    recorded = summary.get("backbone_weights")
+    if recorded:
+        return BackboneSource(recorded["name"], recorded["sha256"])
+    return name
+
+
+def half_precision_copy(weights: Path) -> Path:
+    """``model.float16.safetensors`` beside ``weights``: its floating-point tensors in float16,
+    the rest and the metadata unchanged (rewritten only when the source is newer)."""
+    out = weights.with_name(weights.stem + ".float16.safetensors")
+    if out.is_file() and out.stat().st_mtime >= weights.stat().st_mtime:
+        return out
+    data = weights.read_bytes()
+    state = parse_safetensors(data, weights)
+    with safe_open(weights, "pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_weights(half, out, meta)
+    return out
 
 
 def measure_speed(matrix: Matrix, steps: int = 5) -> list[dict[str, Any]]:
@@ -406,7 +526,7 @@ def measure_speed(matrix: Matrix, steps: int = 5) -> list[dict[str, Any]]:
         task = get_task(cfg.task)
         loader, _, info = task.build_loaders(cfg)
         batch = next(iter(loader.batches(0, 0)))
-        model = model_from_config(cfg, info)
+        model = model_from_config(cfg, info, load_backbone=False)  # the cost, not the weights
         settings = candidates(cfg.train.amp_bf16, cfg.train.channels_last)
         trials = time_settings(
             model, batch, task, cfg, resolve_device(cfg.train.device), settings, steps=steps
@@ -484,6 +604,12 @@ def main(argv: list[str] | None = None) -> int:
         "--replace", action="store_true", help="update entries that exist (e.g. with more seeds)"
     )
     pub.add_argument("--git-commit", help="the commit the runs trained at (default: HEAD)")
+    pub.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="store the weights in float16 (half the bytes; the metrics are re-measured on the copy)",
+    )
     args = parser.parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
@@ -500,12 +626,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.weights_folder,
                 args.replace,
                 git_commit=args.git_commit,
+                dtype=args.dtype,
             )
         else:
             print_status(matrix)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as stop:  # Ctrl-C or SIGTERM: the run in progress is checkpointed
+        again = shlex.join(["python", "-m", "zoo.ablate", *(sys.argv[1:] if argv is None else argv)])
+        print(f"{stop}; the matrix continues (and this run resumes) with: {again}", file=sys.stderr)
+        return stop.exit_status
     return 0
 
 

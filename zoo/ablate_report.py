@@ -2,9 +2,12 @@
 
 Everything here is computed from what the runs wrote (``summary.json``, ``metrics.jsonl``,
 ``config.json``) and from the models themselves (parameters, MACs, gradient norms at
-initialisation): nothing is typed in. ``python -m zoo.ablate_report MATRIX`` writes
-``results.json`` (the numbers the README's table is generated from), ``table.md`` and the
-PNGs into the report folder.
+initialisation): nothing is typed in. What is compared with what, and which pictures are
+drawn, is the matrix file's (``claims``, ``curves``, ``extras``); the metric is its ``metric``
+(top-1, mIoU, mAP, ...). ``python -m zoo.ablate_report MATRIX`` writes ``results.json`` (the
+numbers the results document's tables are generated from), ``table.md`` and the PNGs into the
+report folder; ``--ideas MATRIX...`` prints the table that puts each idea's difference on one
+dataset beside its difference on the others.
 """
 
 from __future__ import annotations
@@ -22,20 +25,40 @@ import torch
 from safetensors.torch import load_file
 
 from ._builder import create_model, model_info
-from .ablate import Matrix, Run, first_seed_runs, load_matrix, plan, summary_device
-from .config import ConfigError
-from .data import load_classification
+from ._io import atomic_write
+from .ablate import Claim, Comparison, Matrix, Run, first_seed_runs, load_matrix, plan, summary_device
+from .config import ConfigError, RunConfig
+from .data import dataset_info, load_dataset, normalize
 from .engine.checkpoint import write_json
-from .explain import attention_maps
+from .explain import attention_maps, attention_rollout, grad_cam, heatmap_overlay
+from .models.vit import VisionTransformer
 from .viz import pyplot
 
-METRIC = "top1"  # the classification headline, of the EMA weights (what is published)
+# How the report names a metric, and in which unit a difference of it is read ("points" for
+# percentages; mAP is a fraction).
+METRIC_NAMES = {
+    "top1": ("top-1", "points"),
+    "miou": ("mIoU", "points"),
+    "pixel_acc": ("pixel accuracy", "points"),
+    "map": ("mAP@[.5:.95]", ""),
+    "map_50": ("mAP@.5", ""),
+}
+
+
+def metric_name(metric: str, percent_sign: bool = False) -> str:
+    name, unit = METRIC_NAMES.get(metric, (metric, ""))
+    return f"{name} %" if percent_sign and unit == "points" else name
+
+
+def _unit(metric: str) -> str:
+    unit = METRIC_NAMES.get(metric, ("", ""))[1]
+    return f" {unit}" if unit else ""
 
 
 @dataclass
 class SeedResult:
     seed: int
-    top1: float
+    value: float  # the matrix's metric, from the run's final evaluation
     minutes: float
     img_per_s: float  # median training throughput over the run's log records
     threads: int  # torch threads the run trained with (0: the default, all cores)
@@ -66,7 +89,7 @@ class RowResult:
 
     @property
     def values(self) -> list[float]:
-        return [s.top1 for s in self.seeds]
+        return [s.value for s in self.seeds]
 
     @property
     def mean(self) -> float:
@@ -96,16 +119,16 @@ class RowResult:
 
 @dataclass
 class SweepResult:
-    """A short sweep run's final top-1 of the raw weights: over a few epochs the EMA (decay
+    """A short sweep run's final metric of the raw weights: over a few epochs the EMA (decay
     0.998, a horizon of ~500 steps) still lags far behind them (at lr 0.01 for 3 epochs:
-    22.83 against 70.74), so it would measure the EMA, not the learning rate."""
+    22.83 against 70.74 top-1), so it would measure the EMA, not the learning rate."""
 
     row: str
     key: str
     value: Any
-    top1: float | None  # None when the run diverged
+    result: float | None  # None when the run diverged
     diverged: bool
-    ema_top1: float | None = None
+    ema_result: float | None = None
 
 
 # -- reading run folders -----------------------------------------------------------------
@@ -123,12 +146,12 @@ def read_log(run_dir: Path) -> list[dict]:
     return sorted(keyed.values(), key=lambda r: (r.get("step", -1), str(r.get("kind"))))
 
 
-def seed_result(run: Run) -> SeedResult:
+def seed_result(run: Run, metric: str) -> SeedResult:
     summary, config = run.summary(), run.trained_config()
     speeds = [r["img_per_s"] for r in read_log(run.out_dir) if r.get("kind") == "train"]
     return SeedResult(
         seed=run.seed,
-        top1=float(summary["final"][METRIC]),
+        value=float(summary["final"][metric]),
         minutes=round(summary["train_wall_time_s"] / 60, 2),
         img_per_s=round(statistics.median(speeds), 1) if speeds else math.nan,
         threads=int(config["train"]["threads"]),
@@ -137,16 +160,38 @@ def seed_result(run: Run) -> SeedResult:
     )
 
 
-def model_cost(model: str, args: dict) -> tuple[int, int]:
-    """(parameters, MACs of one 1x28x28 image) of the row's model as trained."""
-    net = create_model(model, in_chans=1, num_classes=10, **args)
-    info = model_info(net, input_size=(1, 28, 28))
+def recipe_of(matrix: Matrix) -> RunConfig:
+    return first_seed_runs(matrix)[0].config(matrix)
+
+
+def input_shape(matrix: Matrix) -> tuple[int, int, int]:
+    """(channels, H, W) of the images the matrix's models are evaluated on."""
+    info = dataset_info(recipe_of(matrix).data.dataset)
+    return (info.in_chans, *info.input_size)
+
+
+def model_cost(model: str, args: dict, shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10):
+    """(parameters, MACs of one image of ``shape``) of the row's model as trained."""
+    args = {k: v for k, v in args.items() if k != "backbone_weights"}  # the weights change no cost
+    net = create_model(model, in_chans=shape[0], num_classes=num_classes, **args)
+    info = model_info(net, input_size=shape)
     return info["params"], int(info["macs"])
 
 
 def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
+    cfg = recipe_of(matrix)
+    info = dataset_info(cfg.data.dataset)
+    shape = (info.in_chans, *info.input_size)
+    metric = matrix.metric
     rows = {
-        r.name: RowResult(r.name, r.group, r.model, dict(r.args), r.tag, *model_cost(r.model, r.args))
+        r.name: RowResult(
+            r.name,
+            r.group,
+            r.model,
+            dict(r.args),
+            r.tag,
+            *model_cost(r.model, r.args, shape, info.num_classes),
+        )
         for r in matrix.rows
     }
     sweeps = []
@@ -154,20 +199,20 @@ def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
         state = run.state()
         if run.sweep:
             if state in ("done", "diverged"):
-                top1 = ema = None
+                value = ema = None
                 if state == "done":
-                    ema = seed_result(run).top1
+                    ema = seed_result(run, metric).value
                     raw = [
                         r
                         for r in read_log(run.out_dir)
                         if r.get("kind") == "eval" and r.get("which") == "model"
                     ]
-                    top1 = raw[-1][METRIC]
+                    value = raw[-1][metric]
                 sweeps.append(
-                    SweepResult(run.row.name, run.sweep, run.sweep_value, top1, state == "diverged", ema)
+                    SweepResult(run.row.name, run.sweep, run.sweep_value, value, state == "diverged", ema)
                 )
         elif state == "done":
-            rows[run.row.name].seeds.append(seed_result(run))
+            rows[run.row.name].seeds.append(seed_result(run, metric))
         elif state == "diverged":
             rows[run.row.name].diverged.append(run.seed)
     return list(rows.values()), sweeps
@@ -189,10 +234,35 @@ def compare(a: RowResult, b: RowResult) -> tuple[float, float, str]:
     return diff, se, "within noise"
 
 
-def _fmt_cmp(a: RowResult, b: RowResult) -> str:
+def _digits(metric: str) -> int:
+    return 4 if metric.startswith("map") else 2
+
+
+def _fmt_cmp(a: RowResult, b: RowResult, metric: str = "top1") -> str:
     diff, se, verdict = compare(a, b)
-    spread = f" ± {se:.2f}" if not math.isnan(se) else ""
-    return f"`{b.name}` vs `{a.name}`: {diff:+.2f}{spread} points ({verdict})"
+    d = _digits(metric)
+    spread = f" ± {se:.{d}f}" if not math.isnan(se) else ""
+    return f"`{b.name}` vs `{a.name}`: {diff:+.{d}f}{spread}{_unit(metric)} ({verdict})"
+
+
+def _count(n: int) -> str:
+    """A parameter count as the tables write it: 272K, 4.02M."""
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+def _cost_note(a: RowResult, b: RowResult) -> str:
+    """The parameters and MACs of ``b`` against ``a``, where they differ by a tenth or more."""
+    if abs(b.params / a.params - 1) < 0.1 and abs(b.macs / a.macs - 1) < 0.1:
+        return ""
+    return (
+        f" with {_count(b.params)} parameters against {_count(a.params)} ({b.params / a.params:.2f}x) "
+        f"and {b.macs / a.macs:.2f}x the MACs"
+    )
+
+
+def _fmt_comparison(c: Comparison, by: dict[str, RowResult], metric: str) -> str:
+    a, b = by[c.base], by[c.row]
+    return (f"{c.label}: " if c.label else "") + _fmt_cmp(a, b, metric) + _cost_note(a, b)
 
 
 def gradient_reading(norms: dict[str, list[float]]) -> str:
@@ -208,70 +278,38 @@ def gradient_reading(norms: dict[str, list[float]]) -> str:
 
 
 def claim_readings(
-    rows: list[RowResult], sweeps: list[SweepResult], norms: dict[str, list[float]] | None = None
+    rows: list[RowResult],
+    sweeps: list[SweepResult],
+    norms: dict[str, list[float]] | None = None,
+    claims: list[Claim] = (),
+    metric: str = "top1",
 ) -> list[str]:
-    """One bullet per claim, built from the numbers; rows without results are left out."""
+    """One bullet per claim of the matrix, built from the numbers; comparisons whose rows have
+    no results yet are left out, and so is a claim with none left."""
     by = {r.name: r for r in rows if r.seeds}
     lines = [gradient_reading(norms)] if norms else []
-
-    def have(*names):
-        return all(n in by for n in names)
-
-    if have("resnet20_batchnorm"):
-        base = by["resnet20_batchnorm"]
-        norms = [
-            _fmt_cmp(base, by[n])
-            for n in ("resnet20_layernorm", "resnet20_groupnorm", "resnet20_nonorm")
-            if n in by
-        ]
-        if norms:
-            lines.append("**Normalization** (at the recipe's lr 0.1): " + "; ".join(norms) + ".")
+    for claim in claims:
+        parts = [_fmt_comparison(c, by, metric) for c in claim.compare if c.base in by and c.row in by]
+        if parts:
+            note = f" ({claim.note})" if claim.note else ""
+            lines.append(f"**{claim.title}**{note}: " + "; ".join(parts) + ".")
     if sweeps:
         per_row: dict[str, list[str]] = {}
+        d = _digits(metric)
         for s in sweeps:
             per_row.setdefault(s.row, []).append(
-                f"{s.value}: {'diverged' if s.diverged else f'{s.top1:.2f}'}"
+                f"{s.value}: {'diverged' if s.diverged else f'{s.result:.{d}f}'}"
             )
+        what = "Learning rates" if sweeps[0].key == "lr" else f"Sweep `{sweeps[0].key}`"
         lines.append(
-            "**Learning rates** (one seed, short budget, top-1 of the raw weights): "
+            f"**{what}** (one seed, short budget, {metric_name(metric)} of the raw weights): "
             + "; ".join(f"`{row}` " + ", ".join(v) for row, v in per_row.items())
             + "."
         )
-    res = [
-        _fmt_cmp(by[p], by[r])
-        for p, r in (("plain20", "resnet20_batchnorm"), ("plain56", "resnet56"))
-        if have(p, r)
-    ]
-    if have("plain20", "plain56"):
-        res.append(f"degradation: {_fmt_cmp(by['plain20'], by['plain56'])}")
-    if have("resnet20_batchnorm", "resnet56"):
-        res.append(f"depth with shortcuts: {_fmt_cmp(by['resnet20_batchnorm'], by['resnet56'])}")
-    if res:
-        lines.append("**Residual connections**: " + "; ".join(res) + ".")
-    if have("resnet20_batchnorm", "densenet_bc40"):
-        d, r = by["densenet_bc40"], by["resnet20_batchnorm"]
-        lines.append(
-            f"**Dense connections**: {_fmt_cmp(r, d)} with {d.params / 1e3:.0f}K parameters against "
-            f"{r.params / 1e3:.0f}K ({d.params / r.params:.2f}x) and {d.macs / r.macs:.2f}x the MACs."
-        )
-    att = [
-        _fmt_cmp(by["resnet20_batchnorm"], by[n])
-        for n in ("se_resnet20", "cbam_resnet20")
-        if have("resnet20_batchnorm", n)
-    ]
-    if att:
-        lines.append("**Attention**: " + "; ".join(att) + ".")
     failed = [f"`{r.name}` (seed {', '.join(map(str, r.diverged))})" for r in rows if r.diverged]
     if failed:
         lines.append(
             "**Diverged** (the loss went non-finite under the shared recipe): " + ", ".join(failed) + "."
-        )
-    vits = [r for r in by.values() if r.group == "self_attention"]
-    if vits and "resnet20_batchnorm" in by:
-        v = vits[0]
-        lines.append(
-            f"**Self-attention**: {_fmt_cmp(by['resnet20_batchnorm'], v)}, with {v.params / 1e6:.2f}M "
-            f"parameters against {by['resnet20_batchnorm'].params / 1e6:.2f}M."
         )
     return lines
 
@@ -279,89 +317,113 @@ def claim_readings(
 # -- table -------------------------------------------------------------------------------
 
 
-def _pm(r: RowResult) -> str:
+def _pm(r: RowResult, d: int = 2) -> str:
     diverged = f"diverged (seed {', '.join(map(str, r.diverged))})" if r.diverged else ""
     if not r.seeds:
         return diverged or "not run yet"
-    value = f"{r.mean:.2f} (1 seed)" if len(r.seeds) == 1 else f"{r.mean:.2f} ± {r.std:.2f}"
+    value = f"{r.mean:.{d}f} (1 seed)" if len(r.seeds) == 1 else f"{r.mean:.{d}f} ± {r.std:.{d}f}"
     return f"{value}; {diverged}" if diverged else value
 
 
-def render_table(rows: list[RowResult]) -> str:
+def render_table(rows: list[RowResult], metric: str = "top1") -> str:
+    d = _digits(metric)
     lines = [
-        "| idea | row | model | top-1 % (mean ± std) | seeds | params | MACs | train img/s (CPU) "
+        f"| idea | row | model | {metric_name(metric, True)} (mean ± std) | seeds | params | MACs | train img/s (CPU) "
         "| minutes (CPU) |",
         "|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        seeds = ", ".join(f"{s.top1:.2f}{s.where}" for s in r.seeds) or "-"
+        seeds = ", ".join(f"{s.value:.{d}f}{s.where}" for s in r.seeds) or "-"
         ips = "-" if math.isnan(r.cpu_img_per_s) else f"{r.cpu_img_per_s:.0f}"
         mins = "-" if math.isnan(r.cpu_minutes) else f"{r.cpu_minutes:.1f}"
         args = "".join(f", {k}={v}" for k, v in r.args.items())
         lines.append(
-            f"| {r.group} | `{r.name}` | `{r.model}`{args} | {_pm(r)} | {seeds} | {r.params / 1e3:.0f}K "
+            f"| {r.group} | `{r.name}` | `{r.model}`{args} | {_pm(r, d)} | {seeds} | {_count(r.params)} "
             f"| {r.macs / 1e6:.1f}M | {ips} | {mins} |"
         )
     return "\n".join(lines)
 
 
 def render_markdown(
-    rows: list[RowResult], sweeps: list[SweepResult], norms: dict[str, list[float]] | None = None
+    rows: list[RowResult],
+    sweeps: list[SweepResult],
+    norms: dict[str, list[float]] | None = None,
+    claims: list[Claim] = (),
+    metric: str = "top1",
 ) -> str:
-    readings = "\n".join(f"- {line}" for line in claim_readings(rows, sweeps, norms))
-    return render_table(rows) + ("\n\n" + readings if readings else "")
+    readings = "\n".join(f"- {line}" for line in claim_readings(rows, sweeps, norms, claims, metric))
+    return render_table(rows, metric) + ("\n\n" + readings if readings else "")
+
+
+def matrix_markdown(matrix: Matrix, norms: dict[str, list[float]] | None = None) -> str:
+    """The table and readings of ``matrix`` from its run folders."""
+    return render_markdown(*collect(matrix), norms, matrix.claims, matrix.metric)
 
 
 # -- pictures ----------------------------------------------------------------------------
 
 
-def epoch_curves(run_dir: Path) -> tuple[list[int], list[float], list[float]]:
-    """(epochs, mean training loss of the epoch, test top-1 of the raw weights after it)."""
+def epoch_curves(run_dir: Path, metric: str = "top1") -> tuple[list[int], list[float], list[float]]:
+    """(epochs, mean training loss of the epoch, the metric of the raw weights after it), for
+    the epochs that were evaluated."""
     log = read_log(run_dir)
     losses: dict[int, list[float]] = {}
     for r in log:
         if r.get("kind") == "train":
             losses.setdefault(r["epoch"], []).append(r["loss"])
-    acc = {r["epoch"]: r[METRIC] for r in log if r.get("kind") == "eval" and r.get("which") == "model"}
+    acc = {r["epoch"]: r[metric] for r in log if r.get("kind") == "eval" and r.get("which") == "model"}
     epochs = sorted(set(losses) & set(acc))
     return [e + 1 for e in epochs], [statistics.fmean(losses[e]) for e in epochs], [acc[e] for e in epochs]
 
 
+def curve_groups(matrix: Matrix, rows: list[RowResult]) -> dict[str, list[str]]:
+    """The matrix's ``curves``; without them, one picture per group, the first row (the
+    baseline) drawn in each."""
+    if matrix.curves:
+        return matrix.curves
+    base = rows[0].name
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(r.group, [base] if r.name != base else []).append(r.name)
+    return groups
+
+
 def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
-    """Per group: test error and training loss against epochs, seed 0 of each row (He et al. Fig. 6)."""
+    """Per picture: training loss and eval error against epochs, seed 0 of each row (He et al. Fig. 6)."""
     plt = pyplot()
     paths = []
     first = {r.row.name: r for r in first_seed_runs(matrix)}
-    groups = {
-        "residual": ["plain20", "resnet20_batchnorm", "plain56", "resnet56"],
-        "normalization": [r.name for r in rows if r.group == "normalization"],
-        "attention": ["resnet20_batchnorm", *[r.name for r in rows if r.group == "attention"]],
-        "dense_and_self_attention": [
-            "resnet20_batchnorm",
-            *[r.name for r in rows if r.group in ("dense", "self_attention")],
-        ],
-    }
-    for group, names in groups.items():
+    metric, split = matrix.metric, recipe_of(matrix).data.eval_split
+    percent = metric in ("top1", "miou", "pixel_acc")
+    for group, names in curve_groups(matrix, rows).items():
         fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
         drawn = 0
         for name in names:
             if name not in first or first[name].state() != "done":  # finished runs only
                 continue
-            epochs, loss, acc = epoch_curves(first[name].out_dir)
+            epochs, loss, acc = epoch_curves(first[name].out_dir, metric)
             if not epochs:
                 continue
             style = "--" if name.startswith("plain") else "-"
-            ax_loss.plot(epochs, loss, style, label=name)
-            ax_err.plot(epochs, [100 - a for a in acc], style, label=name)
+            marker = "o" if len(epochs) < 8 else None  # few evaluations: show where they are
+            ax_loss.plot(epochs, loss, style, label=name, marker=marker, markersize=3)
+            ax_err.plot(
+                epochs,
+                [100 - a if percent else a for a in acc],
+                style,
+                label=name,
+                marker=marker,
+                markersize=3,
+            )
             drawn += 1
         if drawn:
             ax_loss.set(
                 xlabel="epoch", ylabel="training loss (label-smoothed)", title=f"{group}: training loss"
             )
-            ax_err.set(
-                xlabel="epoch", ylabel="test error %", title=f"{group}: test error (seed {matrix.seeds[0]})"
-            )
-            ax_err.set_ylim(bottom=max(0, ax_err.get_ylim()[0]))
+            what = f"{split} error %" if percent else f"{split} {metric_name(metric)}"
+            ax_err.set(xlabel="epoch", ylabel=what, title=f"{group}: {what} (seed {matrix.seeds[0]})")
+            if percent:
+                ax_err.set_ylim(bottom=max(0, ax_err.get_ylim()[0]))
             ax_err.legend(fontsize=8)
             fig.tight_layout()
             path = out / f"curves_{group}.png"
@@ -371,9 +433,9 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
     return paths
 
 
-def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
-    """Top-1 against parameters and against training minutes, one point per row (mean ± std;
-    the minutes of the CPU-trained seeds, and rows without one left out of that panel)."""
+def plot_cost(rows: list[RowResult], out: Path, metric: str = "top1", title: str = "") -> list[Path]:
+    """The metric against parameters and against training minutes, one point per row (mean ±
+    std; the minutes of the CPU-trained seeds, and rows without one left out of that panel)."""
     plt = pyplot()
     done = [r for r in rows if r.seeds]
     if not done:
@@ -395,10 +457,10 @@ def plot_cost(rows: list[RowResult], out: Path) -> list[Path]:
         for r, x in points:
             ax.errorbar(x, r.mean, yerr=0 if math.isnan(r.std) else r.std, fmt="o", capsize=3)
             ax.annotate(r.name, (x, r.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set(xlabel=xlabel, ylabel="test top-1 %")
+        ax.set(xlabel=xlabel, ylabel=metric_name(metric, True))
         if log:
             _log_axis_in_thousands(ax, xs)
-    fig.suptitle("Fashion-MNIST, one recipe: accuracy against cost")
+    fig.suptitle(f"{title + ', ' if title else ''}one recipe: {metric_name(metric)} against cost")
     fig.tight_layout()
     path = out / "accuracy_vs_cost.png"
     fig.savefig(path, dpi=110)
@@ -432,7 +494,7 @@ def _si(value: float) -> str:
     return f"{value:g}"
 
 
-def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
+def plot_sweep(sweeps: list[SweepResult], out: Path, metric: str = "top1") -> list[Path]:
     plt = pyplot()
     if not sweeps:
         return []
@@ -440,7 +502,7 @@ def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
     for row in dict.fromkeys(s.row for s in sweeps):
         pts = sorted((s for s in sweeps if s.row == row), key=lambda s: float(s.value))
         xs = [float(s.value) for s in pts]
-        ys = [s.top1 if not s.diverged else math.nan for s in pts]
+        ys = [s.result if not s.diverged else math.nan for s in pts]
         (line,) = ax.plot(xs, ys, "o-", label=row)
         for s in pts:
             if s.diverged:
@@ -448,7 +510,7 @@ def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
     ax.set(
         xscale="log",
         xlabel=f"{sweeps[0].key} (peak)",
-        ylabel="test top-1 %, raw weights (x: diverged)",
+        ylabel=f"{metric_name(metric, True)}, raw weights (x: diverged)",
         title="Learning-rate sweep (one seed, short budget)",
     )
     ax.legend(fontsize=8)
@@ -459,13 +521,14 @@ def plot_sweep(sweeps: list[SweepResult], out: Path) -> list[Path]:
     return [path]
 
 
-def test_batch(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` Fashion-MNIST test images, normalised, and their labels."""
-    data = load_classification("fashion_mnist", "test")
-    x = data.images[:n].float() / 255
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
-    return (x - mean) / std, data.labels[:n]
+def test_batch(
+    n: int = 128, dataset: str = "fashion_mnist", split: str = "test", every: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images of a classification split (every ``every``-th from the first), normalised,
+    and their labels."""
+    data = load_dataset(dataset, split)
+    x = data.images[: n * every : every].float() / 255
+    return normalize(x, data.mean, data.std), data.labels[: n * every : every]
 
 
 def gradient_norms(
@@ -507,11 +570,13 @@ def plot_gradients(norms: dict[str, list[float]], out: Path) -> list[Path]:
     return [path]
 
 
-def plot_cbam(weights_file: Path, args: dict, out: Path, n: int = 6) -> list[Path]:
-    """Test images with the spatial attention of the last CBAM module of each stage
-    (``zoo.explain.attention_maps``, the maps ``zoo explain`` draws)."""
+def plot_cbam(
+    weights_file: Path, args: dict, out: Path, n: int = 6, model_name: str = "cbam_resnet20"
+) -> list[Path]:
+    """Fashion-MNIST test images with the spatial attention of the last CBAM module of each
+    stage (``zoo.explain.attention_maps``, the maps ``zoo explain`` draws)."""
     plt = pyplot()
-    model = create_model("cbam_resnet20", in_chans=1, num_classes=10, **args)
+    model = create_model(model_name, in_chans=1, num_classes=10, **args)
     model.load_state_dict(load_file(weights_file))
     x, _ = test_batch(n)
     maps = attention_maps(model, x)
@@ -545,15 +610,29 @@ def _no_nan(obj: Any) -> Any:
     return obj
 
 
-START, END = "<!-- concept-table:start -->", "<!-- concept-table:end -->"
+def markers(matrix: Matrix) -> tuple[str, str]:
+    """The comments that enclose a matrix's generated block in a Markdown file, named after
+    its ``out_dir`` (``results/imagenette_concept`` -> ``imagenette_concept``)."""
+    key = matrix.out_dir.name
+    return f"<!-- {key}:start -->", f"<!-- {key}:end -->"
 
 
-def splice(text: str, block: str, where: str = "README") -> str:
-    """``text`` with what lies between the concept-table markers replaced by ``block``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"{where} needs the markers {START} and {END} (in that order)")
-    head, rest = text.split(START, 1)
-    return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
+def splice(text: str, block: str, where: str = "README", marks: tuple[str, str] = ("", "")) -> str:
+    """``text`` with what lies between the markers ``marks`` replaced by ``block``."""
+    start, end = marks
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"{where} needs the markers {start} and {end} (in that order)")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
+def splice_file(path: Path, block: str, marks: tuple[str, str]) -> bool:
+    """Rewrite the block between ``marks`` in ``path``; whether anything changed."""
+    text = path.read_text(encoding="utf-8")
+    new = splice(text, block, str(path), marks)
+    if new != text:
+        atomic_write(path, new.encode("utf-8"))
+    return new != text
 
 
 def initial_gradient_norms() -> dict[str, list[float]]:
@@ -566,53 +645,171 @@ def initial_gradient_norms() -> dict[str, list[float]]:
     }
 
 
+def explanation(model: torch.nn.Module, x: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """What ``zoo explain`` shows first for a classifier: the ViT's attention rollout, a CBAM
+    model's spatial attention (last stage), else Grad-CAM of the predicted class; (N, H, W)."""
+    if isinstance(model, VisionTransformer):
+        return "attention rollout", attention_rollout(model, x)
+    maps = attention_maps(model, x)
+    if maps.spatial:
+        return "CBAM spatial (last stage)", maps.spatial[maps.stages[-1]]
+    return "Grad-CAM", grad_cam(model, x)[0]
+
+
+def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
+    """``n`` evaluation images (spread over the classes) and each published row's map of them,
+    from its first seed's weights: one column per row."""
+    cfg = recipe_of(matrix)
+    runs = [r for r in first_seed_runs(matrix) if r.row.tag and (r.out_dir / "model.safetensors").is_file()]
+    if not runs:
+        return []
+    data = load_dataset(cfg.data.dataset, cfg.data.eval_split)
+    every = max(1, len(data) // n)
+    x, _ = test_batch(n, cfg.data.dataset, cfg.data.eval_split, every)
+    shown = data.images[: n * every : every]
+    columns = []
+    for run in runs:
+        info = dataset_info(cfg.data.dataset)
+        args = {k: v for k, v in run.row.args.items() if k != "backbone_weights"}  # loaded below
+        model = create_model(run.row.model, in_chans=info.in_chans, num_classes=info.num_classes, **args)
+        model.load_state_dict(load_file(run.out_dir / "model.safetensors"))
+        model.eval()
+        kind, heat = explanation(model, x)
+        with torch.no_grad():
+            pred = model(x).argmax(1)
+        columns.append((run.row.name, kind, heat, pred))
+    plt = pyplot()
+    fig, axes = plt.subplots(n, 1 + len(columns), figsize=(1.9 * (1 + len(columns)), 1.9 * n), squeeze=False)
+    classes = dataset_info(cfg.data.dataset).classes
+    for i in range(n):
+        axes[i, 0].imshow(shown[i].permute(1, 2, 0).numpy())
+        axes[i, 0].set_title(classes[int(data.labels[i * every])], fontsize=7)
+        for j, (name, kind, heat, pred) in enumerate(columns):
+            axes[i, j + 1].imshow(heatmap_overlay(shown[i], heat[i]).permute(1, 2, 0).numpy())
+            axes[i, j + 1].set_title(
+                f"{name}\n{kind}: {classes[int(pred[i])]}" if i == 0 else classes[int(pred[i])], fontsize=6
+            )
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.suptitle(f"{cfg.data.eval_split} images; seed-0 weights (prediction above)", fontsize=8)
+    fig.tight_layout()
+    path = out / "explain.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows, sweeps = collect(matrix)
-    pictures = plot_groups(matrix, rows, out) + plot_cost(rows, out) + plot_sweep(sweeps, out)
-    norms = initial_gradient_norms()
-    pictures += plot_gradients(norms, out)
-    cbam = next((r for r in first_seed_runs(matrix) if r.row.model == "cbam_resnet20"), None)
-    if cbam is not None and (cbam.out_dir / "model.safetensors").is_file():
-        pictures += plot_cbam(cbam.out_dir / "model.safetensors", cbam.row.args, out)
+    m = matrix.metric
+    pictures = (
+        plot_groups(matrix, rows, out) + plot_cost(rows, out, m, matrix.title) + plot_sweep(sweeps, out, m)
+    )
+    norms = None
+    if "gradient_norms" in matrix.extras:
+        norms = initial_gradient_norms()
+        pictures += plot_gradients(norms, out)
+    if "cbam_attention" in matrix.extras:
+        cbam = next((r for r in first_seed_runs(matrix) if r.row.model.startswith("cbam_")), None)
+        if cbam is not None and (cbam.out_dir / "model.safetensors").is_file():
+            pictures += plot_cbam(
+                cbam.out_dir / "model.safetensors", cbam.row.args, out, model_name=cbam.row.model
+            )
+    if "explain" in matrix.extras:
+        pictures += plot_explain(matrix, out)
     results = {
         "matrix": str(matrix.path),
+        "metric": m,
         "rows": [asdict(r) | {"mean": r.mean, "std": r.std} for r in rows],
         "sweeps": [asdict(s) for s in sweeps],
         "gradient_norms": norms,
     }
     results = _no_nan(results)
     write_json(results, out / "results.json")
-    markdown = render_markdown(rows, sweeps, norms)
-    (out / "table.md").write_text(markdown + "\n", encoding="utf-8")
-    if readme is not None:
-        text = readme.read_text(encoding="utf-8")
-        new = splice(text, markdown, str(readme))
-        if new != text:
-            readme.write_text(new, encoding="utf-8")
-            print(f"updated the concept table in {readme}")
+    markdown = render_markdown(rows, sweeps, norms, matrix.claims, m)
+    atomic_write(out / "table.md", (markdown + "\n").encode("utf-8"))
+    if readme is not None and splice_file(readme, markdown, markers(matrix)):
+        print(f"updated the {matrix.out_dir.name} block in {readme}")
     for p in pictures:
         print(f"wrote {p}")
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
     return results
 
 
+# -- one idea on several datasets ----------------------------------------------------------------
+
+
+IDEAS_START, IDEAS_END = "<!-- ideas-table:start -->", "<!-- ideas-table:end -->"
+
+
+def ideas_table(matrices: list[Matrix]) -> str:
+    """One row per idea (a comparison the matrices name with ``idea``), one column per matrix:
+    the difference, its standard error and the verdict, as the concept tables read it."""
+    ideas: dict[str, dict[str, str]] = {}
+    titles = []
+    for matrix in matrices:
+        title = matrix.title or matrix.out_dir.name
+        titles.append(title)
+        rows, _ = collect(matrix)
+        by = {r.name: r for r in rows if r.seeds}
+        for claim in matrix.claims:
+            for c in claim.compare:
+                if not c.idea:
+                    continue
+                cell = "not run yet"
+                if c.base in by and c.row in by:
+                    diff, se, verdict = compare(by[c.base], by[c.row])
+                    d = _digits(matrix.metric)
+                    spread = f" ± {se:.{d}f}" if not math.isnan(se) else ""
+                    cell = f"{diff:+.{d}f}{spread} ({verdict}; `{c.row}` vs `{c.base}`)"
+                ideas.setdefault(c.idea, {})[title] = cell
+    lines = [
+        "| idea | "
+        + " | ".join(f"{t}: {metric_name(m.metric)}{_unit(m.metric)}" for t, m in zip(titles, matrices))
+        + " |",
+        "|---|" + "---|" * len(titles),
+    ]
+    for idea, cells in ideas.items():
+        lines.append(f"| {idea} | " + " | ".join(cells.get(t, "-") for t in titles) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.ablate_report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("matrix", help="the matrix file the runs were made from")
+    parser.add_argument("matrix", nargs="+", help="the matrix file(s) the runs were made from")
     parser.add_argument(
         "--out", type=Path, help="folder for the pictures and tables (default: <out_dir>/report)"
     )
     parser.add_argument(
-        "--readme", type=Path, help="also rewrite the table between the concept-table markers here"
+        "--readme",
+        type=Path,
+        help="also rewrite the matrix's block here (between <!-- OUT_DIR_NAME:start/end --> markers)",
+    )
+    parser.add_argument(
+        "--ideas",
+        action="store_true",
+        help="only the idea x dataset table of the matrices (rewritten between the ideas-table "
+        "markers of --readme, else printed)",
     )
     args = parser.parse_args(argv)
     try:
-        matrix = load_matrix(args.matrix)
+        matrices = [load_matrix(m) for m in args.matrix]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    write_report(matrix, args.out or matrix.out_dir / "report", args.readme)
+    if args.ideas:
+        table = ideas_table(matrices)
+        if args.readme is not None:
+            if splice_file(args.readme, table, (IDEAS_START, IDEAS_END)):
+                print(f"updated the ideas table in {args.readme}")
+        else:
+            print(table)
+        return 0
+    if len(matrices) > 1:
+        print("error: one matrix at a time (several only with --ideas)", file=sys.stderr)
+        return 2
+    write_report(matrices[0], args.out or matrices[0].out_dir / "report", args.readme)
     return 0
 
 

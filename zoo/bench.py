@@ -6,6 +6,8 @@
     python -m zoo.bench infer deeplabv3_resnet18 fcn_resnet18   # inference img/s: fp32, bf16, onnxruntime
     python -m zoo.bench infer                       # the same for every published weight
     python -m zoo.bench profile                     # where a training step's time goes
+    python -m zoo.bench photos --model resnet18 --config configs/imagenette/concept/recipe.yaml
+                                                    # photos: the bound, the trainer, an ImageFolder loop
 
 ``--device`` (``auto | cpu | cuda | cuda:N``, as ``train.device``; auto: CUDA when available)
 is where everything runs: the plain loop, the trainer (passed on as ``train.device``), the probe,
@@ -52,6 +54,7 @@ from ._builder import create_model, list_models
 from ._paths import checkout_root
 from ._registry import get_entry, split_name
 from .config import load_config
+from .data import dataset_info
 from .data.classification import cache_dir, load_classification
 from .engine import get_task, train
 from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, synchronize, time_settings
@@ -110,6 +113,134 @@ def plain_loop(
             if step >= steps:
                 break
     return statistics.median(rates)
+
+
+def imagefolder_loop(
+    model_name: str,
+    cfg,
+    steps: int,
+    warmup: int,
+    window: int,
+    bf16: bool,
+    cl: bool,
+    device: torch.device = CPU,
+) -> float:
+    """img/s of the loop a user writes for a folder of photos: torchvision ``ImageFolder``
+    (decoding each JPEG every time), per-sample ``RandomResizedCrop`` + flip + normalise in a
+    ``DataLoader`` with 2 workers, with the trainer's model, optimizer, precision and batch."""
+    from .data import imagenette
+
+    info = dataset_info(cfg.data.dataset)
+    size = cfg.data.train_size or info.input_size[0]
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=tuple(cfg.data.rrc_scale)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(info.mean, info.std),
+        ]
+    )
+    folder = imagenette.find_root(cfg.data.data_dir or None) / cfg.data.train_split
+    data = torchvision.datasets.ImageFolder(str(folder), transform=transform)
+    loader = torch.utils.data.DataLoader(
+        data, cfg.data.batch_size, shuffle=True, num_workers=2, drop_last=True, persistent_workers=True
+    )
+    model = model_from_config(cfg, info).to(device)
+    return _timed_loop(model, cfg, loader, steps, warmup, window, bf16, cl, device)
+
+
+def in_memory_bound(
+    model_name: str, cfg, batch, steps: int, warmup: int, window: int, bf16: bool, cl: bool, device=CPU
+) -> float:
+    """img/s of the model's own forward + backward + optimizer step on one in-memory batch,
+    repeated: what no data pipeline can beat (the bound)."""
+    model = model_from_config(cfg, dataset_info(cfg.data.dataset)).to(device)
+    return _timed_loop(model, cfg, iter(lambda: batch, None), steps, warmup, window, bf16, cl, device)
+
+
+def _timed_loop(model, cfg, batches, steps, warmup, window, bf16, cl, device) -> float:
+    """Median img/s over windows of ``window`` steps after ``warmup``, the trainer's optimizer."""
+    from timm.optim import create_optimizer_v2
+
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    o = cfg.optim
+    kwargs = {"nesterov": o.nesterov} if o.opt == "sgd" else {}
+    opt = create_optimizer_v2(
+        model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, **kwargs
+    )
+    model.train()
+    rates, step, t0, n = [], 0, None, 0
+    while step < steps:
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(bf16, device):
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, n = step + 1, n + len(y)
+            if step == warmup:
+                synchronize(device)
+                t0, n = time.perf_counter(), 0
+            elif step > warmup and (step - warmup) % window == 0:
+                synchronize(device)
+                now = time.perf_counter()
+                rates.append(n / (now - t0))
+                t0, n = now, 0
+            if step >= steps:
+                break
+    return statistics.median(rates)
+
+
+def photos_table(args) -> None:
+    """The bound, the zoo trainer and the ImageFolder loop, one after the other in one process,
+    each with the setting the trainer's probe picks, at the recipe's batch and training size."""
+    cpu = cpu_description()
+    recipe = recipe_setup(args.model, args.config)
+    trials = probe_settings(recipe, device=args.device)
+    best = fastest(trials)
+    cfg = recipe.cfg
+    print(f"cpu: {cpu}")
+    print(
+        f"threads: {torch.get_num_threads()}  model: {args.model}  batch: {cfg.data.batch_size}  "
+        f"train size: {cfg.data.train_size or 'native'}  setting: {best.label}  steps: {args.steps}"
+    )
+    common = (args.steps, args.warmup, args.window, best.amp_bf16, best.channels_last)
+    rows = [
+        (
+            "bound: forward + backward + step on one in-memory batch",
+            in_memory_bound(args.model, cfg, recipe.batch, *common, device=args.device),
+        ),
+        (
+            "zoo trainer (uint8 tensors in memory, batch augmentation)",
+            zoo_trainer(args.model, args.config, *common, device=args.device),
+        ),
+        (
+            "ImageFolder + DataLoader (2 workers, per-sample transforms)",
+            imagefolder_loop(args.model, cfg, *common, device=args.device),
+        ),
+    ]
+    bound = rows[0][1]
+    print("\n| pipeline | img/s | vs bound |\n|---|---:|---:|")
+    for label, ips in rows:
+        print(f"| {label} | {ips:.1f} | {ips / bound:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "cpu": cpu,
+                    "threads": torch.get_num_threads(),
+                    "model": args.model,
+                    "config": args.config,
+                    "setting": best.label,
+                    "rows": [{"pipeline": label, "img_per_s": round(ips, 1)} for label, ips in rows],
+                },
+                indent=2,
+            )
+        )
 
 
 def zoo_trainer(
@@ -180,7 +311,9 @@ def recipe_setup(model_name: str, config: str, overrides: list[str] = ()) -> Rec
     cfg = load_config(config, [f"model.name={model_name}", *overrides])
     task = get_task(cfg.task)
     loader, _, info = task.build_loaders(cfg)
-    return Recipe(cfg, task, next(iter(loader.batches(0, 0))), model_from_config(cfg, info))
+    return Recipe(
+        cfg, task, next(iter(loader.batches(0, 0))), model_from_config(cfg, info, load_backbone=False)
+    )
 
 
 def probe_settings(
@@ -388,7 +521,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["train", "deform", "infer", "profile"])
+    parser.add_argument("what", choices=["train", "deform", "infer", "profile", "photos"])
     parser.add_argument("models", nargs="*", help="infer: arch or arch.tag names")
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--config", default="configs/fashion_mnist/resnet20.yaml")
@@ -421,6 +554,9 @@ def main() -> None:
     print(f"device: {args.device}")
     if args.what == "profile":
         profile_table(args.model, args.config, steps=PROFILE_STEPS, device=args.device)
+        return
+    if args.what == "photos":
+        photos_table(args)
         return
     if args.what == "deform":
         print(

@@ -7,27 +7,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torchvision.transforms.v2 import functional as TF
 
 from . import export
 from ._builder import create_model, list_models, model_info
 from ._registry import TASKS, get_entry, split_name
+from .engine import CheckpointError, load_run
 from .explain import explain_files
-from .predict import (
-    ModelCard,
-    eval_transforms_for,
-    json_record,
-    output_stems,
-    predict,
-    read_image,
-    save_detections,
-    save_segmentation,
-)
+from .predict import ModelCard, eval_transforms_for, json_record, output_stems, predict, read_image
+from .tasks_use import get_use
 from .weights import WeightsError, find_weights, load_manifest
 
 EXAMPLES = """\
@@ -44,7 +39,9 @@ examples:
   zoo export fcos_dcn_resnet18.bccd --format onnx --out fcos_dcn.onnx --image blood.jpg
 
 NAME is an architecture (`zoo list`) or NAME.TAG a published weight (`zoo list --pretrained`);
-NAME alone means its default weight. --checkpoint FILE.safetensors runs your own weights.
+NAME alone means its default weight. NAME --checkpoint FILE.safetensors runs your own weights
+(a run's model.safetensors brings its classes and normalisation); NAME.TAG --checkpoint FILE
+checks FILE against that published weight.
 Each subcommand has its own --help.
 """
 
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (WeightsError, KeyError, ValueError, FileNotFoundError) as err:
+    except (WeightsError, CheckpointError, KeyError, ValueError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -150,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME[.TAG]")
-    p.add_argument("--checkpoint", metavar="FILE.safetensors", help="your own weights (safetensors only)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE.safetensors",
+        help="your own weights (safetensors only; a run's model.safetensors carries its classes and "
+        "normalisation); with NAME.TAG, a copy of that published file, checked against it",
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
 
 
@@ -205,6 +207,8 @@ def cmd_info(args) -> int:
         )
         if weights.seeds is not None:
             doc["seeds"] = dataclasses.asdict(weights.seeds)
+        if weights.backbone_weights is not None:
+            doc["backbone_weights"] = dataclasses.asdict(weights.backbone_weights)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -226,6 +230,9 @@ def cmd_info(args) -> int:
         print(
             f"  seeds       {s.metric} {s.mean}{spread} over {len(s.values)} ({each}); this file is one of them"
         )
+    if weights.backbone_weights is not None:
+        b = weights.backbone_weights
+        print(f"  backbone    started from {b.name} (sha256 {b.sha256[:12]}...)")
     print(f"  classes     {', '.join(weights.label_names)}")
     print(f"  reproduce   {weights.command}")
     print(f"  evaluate    {weights.eval_command}")
@@ -239,23 +246,25 @@ def cmd_info(args) -> int:
 def load_model(name: str, checkpoint: str | None, device: str, need_weights: bool = True):
     """The model and its ``ModelCard``.
 
-    ``NAME.TAG`` (or ``NAME`` with a default weight): the verified published weights, or
-    ``--checkpoint`` checked against that entry. ``NAME --checkpoint FILE`` for an architecture
-    without an entry: the file as is. ``NAME`` without weights: random init (only where
-    ``need_weights`` is False).
+    ``NAME.TAG`` (or ``NAME`` with a default weight): the verified published weights;
+    ``NAME.TAG --checkpoint FILE``: FILE, checked against that entry. ``NAME --checkpoint
+    FILE``: the user's own file, loaded as such (see ``load_own``). ``NAME`` without weights:
+    random init (only where ``need_weights`` is False).
     """
     arch, tag = split_name(name)
-    has_default = any(w.arch == arch and w.default for w in load_manifest())
-    if tag or has_default:
-        model = create_model(name, pretrained=True, checkpoint_path=checkpoint)
+    if checkpoint and not tag:
+        model, card = load_own(arch, checkpoint)
+    elif tag or any(w.arch == arch and w.default for w in load_manifest()):
+        try:
+            model = create_model(name, pretrained=True, checkpoint_path=checkpoint)
+        except WeightsError as err:
+            if not checkpoint:
+                raise
+            raise WeightsError(
+                f"{err} (with {name}, --checkpoint must be that published file; to run your own "
+                f"weights, name the architecture alone: {arch} --checkpoint {checkpoint})"
+            ) from None
         card = ModelCard.from_weights(model.pretrained_weights)
-    elif checkpoint:
-        model = create_model(arch, checkpoint_path=checkpoint)
-        card = ModelCard.from_model(arch, model)
-        print(
-            f"note: {arch} has no published weights; mean/std 0.5 are assumed for {checkpoint}",
-            file=sys.stderr,
-        )
     elif need_weights:
         raise WeightsError(
             f"{arch} has no published weights: give NAME.TAG (zoo list --pretrained) or --checkpoint"
@@ -267,21 +276,61 @@ def load_model(name: str, checkpoint: str | None, device: str, need_weights: boo
     return model.to(torch.device(device)).eval(), card
 
 
+def load_own(arch: str, path: str):
+    """``arch`` with the weights in the user's safetensors file ``path``, and its card.
+
+    - A published weight's file (same bytes as a manifest entry of ``arch``): that weight.
+    - A run's ``model.safetensors`` (train.py writes its config and dataset description into
+      the metadata): the model the run's config builds, with the run's classes, normalisation
+      and input size.
+    - Any other safetensors state dict of ``arch``: classes and input channels read off the
+      tensors, mean/std 0.5 assumed (said on stderr).
+    """
+    get_entry(arch)  # an unknown architecture is named before the file is read
+    file = Path(path)
+    if not file.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    published = [w for w in load_manifest() if w.arch == arch and w.sha256 == digest]
+    if published:
+        model = create_model(published[0].name, pretrained=True, checkpoint_path=path)
+        return model, ModelCard.from_weights(model.pretrained_weights)
+    if file.suffix == ".safetensors" and has_run_metadata(file):
+        run = load_run(file)
+        if run.cfg.model.name != arch:
+            raise ValueError(f"{path} holds a {run.cfg.model.name}, not a {arch}")
+        return run.model, ModelCard.from_run(arch, run)
+    model = create_model(arch, checkpoint_path=path)
+    print(
+        f"note: {path} carries no dataset description (it was not written by train.py); "
+        "mean/std 0.5 are assumed and classes are named by index",
+        file=sys.stderr,
+    )
+    return model, ModelCard.from_model(arch, model)
+
+
+def has_run_metadata(path: Path) -> bool:
+    """Whether a safetensors file carries what train.py writes: the run's config and dataset."""
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):  # not safetensors: the loader says what it is instead
+        return False
+    return {"config", "info"} <= meta.keys()
+
+
 # -- predict --------------------------------------------------------------------------------------
 
 
 def cmd_predict(args) -> int:
     model, card = load_model(args.name, args.checkpoint, args.device)
+    use = get_use(card.task)
     records = predict(model, card, args.images, topk=args.topk, batch_size=args.batch_size)
     stems = output_stems(args.images, Path(args.out))
     for record, stem in zip(records, stems):
-        if "error" in record:
-            continue
-        if card.task == "segmentation":
-            record["pictures"] = save_segmentation(record, card, stem)
-        elif card.task == "detection":
-            record["pictures"] = save_detections(record, card, stem, args.threshold)
-            record["threshold"] = args.threshold
+        if "error" not in record:
+            record.update(use.save(record, card, stem, args.threshold))
     failed = [r for r in records if "error" in r]
     if args.json:
         print(
@@ -303,19 +352,8 @@ def print_record(record: dict, task: str, threshold: float) -> None:
         return
     h, w = record["size"]
     print(f"{record['path']} ({w}x{h}):")
-    if task == "classification":
-        for t in record["top"]:
-            print(f"  {t['prob']:7.2%}  {t['label']}")
-    elif task == "segmentation":
-        for name, fraction in sorted(record["class_fractions"].items(), key=lambda kv: -kv[1]):
-            if fraction > 0:
-                print(f"  {fraction:7.2%}  {name}")
-    else:
-        shown = [d for d in record["detections"] if d["score"] >= threshold]
-        print(f"  {len(shown)} detections scoring >= {threshold} (of {len(record['detections'])})")
-        for d in shown:
-            x1, y1, x2, y2 = d["box"]
-            print(f"  {d['score']:.3f}  {d['label']:<12} [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
+    for line in get_use(task).lines(record, threshold):
+        print(line)
     for kind, path in record.get("pictures", {}).items():
         print(f"  {kind}: {path}")
 
@@ -360,6 +398,7 @@ def cmd_export(args) -> int:
         check = eval_transforms_for(card)(check)
         source = "2 random images (pass --image to check on a real picture)"
     example = check if len(check) >= 2 else check.repeat(2, 1, 1, 1)
+    use = get_use(card.task)
     print(f"exporting {card.name} ({card.task}) at {height}x{width}, dynamic batch, opset {export.OPSET} ...")
     outputs = export.export_onnx(model, card.task, example, args.out)
     tolerance = export.TOLERANCE if args.tolerance is None else args.tolerance
@@ -367,11 +406,8 @@ def cmd_export(args) -> int:
     print(
         f"wrote {args.out}: input 'images' (N, {card.input.in_chans}, {height}, {width}); outputs {', '.join(outputs)}"
     )
-    if card.task == "detection":
-        print(
-            "  detections after NMS in the graph, flattened over the batch: boxes (D, 4) xyxy pixels, "
-            "scores (D,), labels (D,), batch_index (D,); by image, then by score"
-        )
+    if use.export_note:
+        print(use.export_note)
     print(
         f"onnxruntime vs PyTorch on {source}: max |difference| {report.max_abs_diff:.3g} (tolerance {tolerance:g})"
     )

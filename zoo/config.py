@@ -29,7 +29,11 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = "resnet20"  # a registered architecture (zoo.list_models())
-    args: dict[str, Any] = field(default_factory=dict)  # create_model kwargs: in_chans, norm, attn, ...
+    # create_model kwargs: in_chans, norm, attn, ...; backbone_weights: NAME.TAG (or hf-hub:ORG/REPO)
+    # starts a segmentation or detection model's backbone from those classification weights
+    # (an argument like the others, so a matrix row can set it; runs restored from their own
+    # checkpoint or weights do not read it again)
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

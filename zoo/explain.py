@@ -15,6 +15,11 @@
 
 Every map is (N, H, W) at the input's size with values in [0, 1] (each image's map divided by
 its maximum; Grad-CAM and rollout are relative, not probabilities).
+
+``zoo explain`` draws what the model's task shows by default (``TaskUse.explanations`` in
+``zoo.tasks_use``, by the names of ``EXPLAINERS``): a classifier's or segmentation model's
+Grad-CAM and SE/CBAM gates (a ViT's rollout instead), a detector's score maps and sampling
+points.
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ from matplotlib import colormaps
 from torchvision.transforms import v2
 
 from .data.registry import DatasetInfo
-from .layers import DeformConv2d
 from .layers.attention import ChannelAttention, SEModule, SpatialAttention
 from .layers.transformer import Attention
 from .models.fcos import FCOS
 from .models.vit import VisionTransformer
-from .predict import ImageReadError, ModelCard, Preprocess, as_rgb, output_stems, read_image
+from .predict import ImageReadError, Preprocess, output_stems, read_image
+from .tasks_use import ModelCard, as_rgb, get_use
 from .viz import pyplot, save_sampling_points
 
 
@@ -271,48 +276,103 @@ def channel_plot(weights: dict[str, torch.Tensor], path: Path) -> str:
     return str(path)
 
 
+@dataclasses.dataclass
+class Subject:
+    """One image to explain: ``image`` (C, h, w) uint8 as the model sees it (resized, not
+    normalised), ``x`` (1, C, h, w) preprocessed, and the stem of the pictures' paths."""
+
+    model: nn.Module
+    card: ModelCard
+    image: torch.Tensor
+    x: torch.Tensor
+    stem: Path
+
+    def path(self, kind: str) -> Path:
+        return self.stem.with_name(f"{self.stem.name}_{kind}.png")
+
+
+def show_gradcam(s: Subject, record: dict) -> None:
+    """``gradcam``: Grad-CAM of the predicted class (or the class covering most pixels); the
+    class is the record's ``target``."""
+    cam, target = grad_cam(s.model, s.x)
+    label = s.card.label_names[int(target[0])]
+    record["pictures"]["gradcam"] = panels(s.image, [cam[0]], [f"Grad-CAM: {label}"], s.path("gradcam"))
+    record["target"] = label
+
+
+def show_attention(s: Subject, record: dict) -> None:
+    """``cbam_spatial``: the last CBAM spatial map of each stage; ``channel_weights``: every SE
+    or CBAM channel gate. Nothing for a model without either."""
+    maps = attention_maps(s.model, s.x)
+    if maps.spatial:
+        heats = [maps.spatial[n][0] for n in maps.stages]
+        record["pictures"]["cbam_spatial"] = panels(
+            s.image, heats, [f"{n} (CBAM spatial)" for n in maps.stages], s.path("cbam_spatial")
+        )
+    if maps.channel:
+        record["pictures"]["channel_weights"] = channel_plot(
+            {k: v[0] for k, v in maps.channel.items()}, s.path("channel_weights")
+        )
+
+
+def show_rollout(s: Subject, record: dict) -> None:
+    """``rollout``: the ViT's attention rollout."""
+    if not isinstance(s.model, VisionTransformer):
+        raise ValueError(f"attention rollout needs a VisionTransformer, not a {type(s.model).__name__}")
+    record["pictures"]["rollout"] = panels(
+        s.image, [attention_rollout(s.model, s.x)[0]], ["attention rollout"], s.path("rollout")
+    )
+
+
+def show_scores(s: Subject, record: dict) -> None:
+    """``scores``: where an FCOS detector fires, one panel per pyramid level."""
+    if not isinstance(s.model, FCOS):
+        raise ValueError(f"detection score maps need an FCOS detector, not a {type(s.model).__name__}")
+    titles = [f"P{stride.bit_length() - 1} score" for stride in s.model.strides]
+    maps = [m[0] for m in detection_maps(s.model, s.x)]
+    record["pictures"]["scores"] = panels(s.image, maps, titles, s.path("scores"))
+
+
+def show_sampling(s: Subject, record: dict) -> None:
+    """``sampling``: a deformable head's sampling points at the most confident detection (nothing
+    for a model without deformable convs; a note when nothing is detected)."""
+    if getattr(s.model, "head_conv", None) != "deform":  # DCNv2 in the backbone only: no head taps
+        return
+    card, spec = s.card, s.card.input
+    info = DatasetInfo(
+        card.name, card.task, card.label_names, spec.in_chans, tuple(spec.mean), tuple(spec.std), ()
+    )
+    try:
+        record["pictures"]["sampling"] = str(save_sampling_points(s.model, s.x[0], info, s.path("sampling")))
+    except ValueError as err:  # nothing detected: no location to show
+        record.setdefault("notes", {})["sampling"] = str(err)
+
+
+# What zoo explain can show, by the names a task's ``TaskUse.explanations`` lists.
+EXPLAINERS = {
+    "gradcam": show_gradcam,
+    "attention": show_attention,
+    "rollout": show_rollout,
+    "scores": show_scores,
+    "sampling": show_sampling,
+}
+
+
 def explain_image(
     model: nn.Module, card: ModelCard, image: torch.Tensor, x: torch.Tensor, stem: Path
 ) -> dict:
-    """The pictures for one image: ``image`` (C, h, w) uint8 as the model sees it (resized, not
-    normalised) and ``x`` (1, C, h, w) preprocessed; ``{"pictures": {kind: path}, ...}``."""
-    pictures, notes = {}, {}
-
-    def name(kind: str) -> Path:
-        return stem.with_name(f"{stem.name}_{kind}.png")
-
-    if isinstance(model, FCOS):
-        titles = [f"P{s.bit_length() - 1} score" for s in model.strides]
-        pictures["scores"] = panels(image, [m[0] for m in detection_maps(model, x)], titles, name("scores"))
-        if any(isinstance(m, DeformConv2d) for m in model.modules()):
-            spec = card.input
-            info = DatasetInfo(
-                card.name, "detection", card.label_names, spec.in_chans, tuple(spec.mean), tuple(spec.std), ()
+    """The pictures for one image, those its task shows by default (``TaskUse.explanations``):
+    ``image`` (C, h, w) uint8 as the model sees it (resized, not normalised) and ``x``
+    (1, C, h, w) preprocessed; ``{"pictures": {kind: path}, ...}``."""
+    record: dict = {"pictures": {}}
+    subject = Subject(model, card, image, x, stem)
+    for kind in get_use(card.task).explanations(model):
+        if kind not in EXPLAINERS:
+            raise ValueError(
+                f"the {card.task} task shows {kind!r}; zoo explain knows {', '.join(EXPLAINERS)}"
             )
-            try:
-                pictures["sampling"] = str(save_sampling_points(model, x[0], info, name("sampling")))
-            except ValueError as err:  # nothing detected: no location to show
-                notes["sampling"] = str(err)
-        return {"pictures": pictures, **({"notes": notes} if notes else {})}
-    if isinstance(model, VisionTransformer):
-        pictures["rollout"] = panels(
-            image, [attention_rollout(model, x)[0]], ["attention rollout"], name("rollout")
-        )
-        return {"pictures": pictures}
-    cam, target = grad_cam(model, x)
-    label = card.label_names[int(target[0])]
-    pictures["gradcam"] = panels(image, [cam[0]], [f"Grad-CAM: {label}"], name("gradcam"))
-    maps = attention_maps(model, x)
-    if maps.spatial:
-        heats = [maps.spatial[n][0] for n in maps.stages]
-        pictures["cbam_spatial"] = panels(
-            image, heats, [f"{n} (CBAM spatial)" for n in maps.stages], name("cbam_spatial")
-        )
-    if maps.channel:
-        pictures["channel_weights"] = channel_plot(
-            {k: v[0] for k, v in maps.channel.items()}, name("channel_weights")
-        )
-    return {"pictures": pictures, "target": label}
+        EXPLAINERS[kind](subject, record)
+    return record
 
 
 def shown_image(image: torch.Tensor, card: ModelCard) -> torch.Tensor:

@@ -31,6 +31,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from ._registry import split_name
+from ._tasks import task_kind
 from ._version import __version__
 from .weights import (
     WeightsEntry,
@@ -45,13 +46,6 @@ from .weights import (
 )
 
 HUB_FILENAME = "model.safetensors"  # the weights' name inside a Hub repo, as timm publishes them
-
-# zoo's tasks as the Hub names them (pipeline tags and model-index task types).
-HF_TASKS = {
-    "classification": "image-classification",
-    "segmentation": "image-segmentation",
-    "detection": "object-detection",
-}
 
 
 def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Path:
@@ -119,12 +113,13 @@ def hub_config(w: WeightsEntry) -> dict:
             "license": w.license,
         },
         "sha256": w.sha256,
+        **({"backbone_weights": dataclasses.asdict(w.backbone_weights)} if w.backbone_weights else {}),
     }
 
 
 def model_card(w: WeightsEntry) -> ModelCard:
     """The repo's README.md: YAML metadata (with a model-index of the metrics) and how to reproduce."""
-    task = HF_TASKS[w.task]
+    task = task_kind(w.task).hub_task  # the Hub's name for the task; an unknown task is an error
     data = ModelCardData(
         library_name="zoo",
         license=w.license,
@@ -151,6 +146,12 @@ def model_card(w: WeightsEntry) -> ModelCard:
     facts += [f"commit `{w.git_commit}`"] if w.git_commit else []
     facts += [w.hardware] if w.hardware else []
     facts += [f"{w.train_wall_time_s / 3600:.2f} h of training"] if w.train_wall_time_s else []
+    started = (
+        f"Its backbone started from the weights `{w.backbone_weights.name}` (sha256 "
+        f"`{w.backbone_weights.sha256}`); the rest of the model was trained from scratch.\n\n"
+        if w.backbone_weights
+        else ""
+    )
     body = f"""
 # {w.name}
 
@@ -172,7 +173,7 @@ preprocess = eval_transforms("{w.name}")
 
 ## Reproduce
 
-Trained with {", ".join(facts)}; to train and evaluate again:
+{started}Trained with {", ".join(facts)}; to train and evaluate again:
 
 ```bash
 {w.command}

@@ -1,8 +1,11 @@
-"""The README's model table, generated from the weights manifest so it can never disagree with it.
+"""The README's model table and docs/weights.md, generated from the weights manifest so they
+can never disagree with it.
 
-``python -m zoo.readme [--readme PATH]`` rewrites what lies between the two markers in the
-README it is given (default: the checkout's README.md); ``--check`` only says whether it is
-current (exit status 1 if not). The library part, ``render_readme``, takes and returns text.
+``python -m zoo.readme [--readme PATH] [--details PATH]`` rewrites what lies between the
+markers of the README (a short row per weight) and of the details page (per weight: where it
+trained, its seeds, backbone, licence and the commands that train and evaluate it); by
+default the checkout's. ``--check`` only says whether they are current (exit status 1 if
+not). The library part (``render_readme``, ``render_details_doc``) takes and returns text.
 """
 
 from __future__ import annotations
@@ -11,31 +14,35 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._io import atomic_write
 from ._paths import checkout_root
 from .weights import WeightsEntry, load_manifest
 
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+DETAILS_START, DETAILS_END = "<!-- weights-details:start -->", "<!-- weights-details:end -->"
+
+
+def _where(w: WeightsEntry) -> str:
+    """CPU or GPU, from the hardware string the weight records."""
+    return (
+        "GPU"
+        if "trained on cuda" in w.hardware or w.hardware.lower().startswith(("nvidia", "cuda"))
+        else "CPU"
+    )
 
 
 def render_table(entries: list[WeightsEntry]) -> str:
-    """Markdown for the weights: one table row each, then one train and one eval command each."""
+    """Markdown for the README: one short table row per weight (the details are in
+    ``render_details``)."""
     if not entries:
         return "_No published weights yet._"
     rows = [
-        "| Weights | Dataset (split) | Metrics | Params | Input | Training time | File | Hub |",
+        "| Weights | Dataset (split) | Metrics | Params | Input | Training | File | Hub |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    commands, per_class = [], []
     for w in sorted(entries, key=lambda e: e.name):
         name = f"`{w.name}`" + (" (default)" if w.default else "")
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in w.metrics.items() if "/" not in k)
-        nested = {k: v for k, v in w.metrics.items() if "/" in k}  # e.g. per_class_iou/sky
-        if nested:
-            group = next(iter(nested)).split("/")[0]
-            per_class.append(
-                f"- `{w.name}` {group.replace('_', ' ')}: "
-                + ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in nested.items())
-            )
         shape = "x".join(map(str, [w.input.in_chans, *w.input.input_size]))
         hub = (
             f"[{w.hf_repo_id}](https://huggingface.co/{w.hf_repo_id}/tree/{w.hf_revision})"
@@ -44,26 +51,66 @@ def render_table(entries: list[WeightsEntry]) -> str:
         )
         rows.append(
             f"| {name} | {w.dataset} ({w.split}) | {metrics} | {w.num_params / 1e6:.2f}M | {shape} "
-            f"| {w.train_wall_time_s / 60:.1f} min, {w.hardware} | {w.size_bytes / 1e6:.1f} MB | {hub} |"
+            f"| {w.train_wall_time_s / 60:.1f} min ({_where(w)}) | {w.size_bytes / 1e6:.1f} MB | {hub} |"
         )
-        commands.append(
-            f"- `{w.name}` ([{w.config}]({w.config})): train `{w.command}`, evaluate `{w.eval_command}`"
+    return "\n".join(rows)
+
+
+def render_details(entries: list[WeightsEntry]) -> str:
+    """Markdown for docs/weights.md: per weight the machine that trained it, the seeds, the
+    backbone it started from, its licence, the per-class numbers, and the commands that train
+    and evaluate it."""
+    if not entries:
+        return "_No published weights yet._"
+    parts = []
+    for w in sorted(entries, key=lambda e: e.name):
+        lines = [f"### `{w.name}`", ""]
+        lines.append(
+            f"- trained: {w.train_wall_time_s / 60:.1f} min on {w.hardware or 'an unrecorded machine'}"
         )
-    text = "\n".join(rows)
-    if per_class:
-        text += "\n\nPer class:\n\n" + "\n".join(per_class)
-    return text + "\n\nReproduce each weight:\n\n" + "\n".join(commands)
+        if w.seeds is not None and len(w.seeds.values) > 1:
+            std = f" ± {w.seeds.std:g}" if w.seeds.std is not None else ""
+            values = ", ".join(f"{k}: {v:g}" for k, v in w.seeds.values.items())
+            lines.append(
+                f"- {w.seeds.metric} over seeds: {w.seeds.mean:g}{std} ({values}); this file is one of them"
+            )
+        backbone = getattr(w, "backbone_weights", None)
+        if backbone is not None:
+            lines.append(
+                f"- started from the backbone weights `{backbone.name}` (sha256 {backbone.sha256[:12]}...)"
+            )
+        if w.license != "mit":
+            lines.append(f"- licence: {w.license}")
+        nested = {k: v for k, v in w.metrics.items() if "/" in k}  # e.g. per_class_iou/sky
+        if nested:
+            group = next(iter(nested)).split("/")[0]
+            lines.append(
+                f"- {group.replace('_', ' ')}: "
+                + ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in nested.items())
+            )
+        lines.append(f"- recipe: [{w.config}](../{w.config})")
+        lines.append(f"- train: `{w.command}`")
+        lines.append(f"- evaluate: `{w.eval_command}`")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _splice(text: str, block: str, start: str, end: str, what: str) -> str:
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"{what} needs the markers {start} and {end} (in that order)")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}\n{end}{tail}"
+
+
+def render_details_doc(text: str, entries: list[WeightsEntry]) -> str:
+    """``text`` (docs/weights.md) with the part between its markers replaced by the details."""
+    return _splice(text, render_details(entries), DETAILS_START, DETAILS_END, "docs/weights.md")
 
 
 def render_readme(text: str, entries: list[WeightsEntry]) -> str:
     """``text`` with the part between the markers replaced by the current table."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(
-            f"README.md needs the markers {START} and {END} (in that order) around the model table"
-        )
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render_table(entries)}\n{END}{tail}"
+    return _splice(text, render_table(entries), START, END, "README.md (around the model table)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,17 +124,28 @@ def main(argv: list[str] | None = None) -> None:
         required=root is None,
         help="the README to update (default: the checkout's)",
     )
+    parser.add_argument(
+        "--details",
+        type=Path,
+        default=root / "docs" / "weights.md" if root else None,
+        help="the per-weight details page to update (default: the checkout's docs/weights.md; '-' for none)",
+    )
     parser.add_argument("--manifest", type=Path, help="default: $ZOO_MANIFEST, else the one shipped with zoo")
     args = parser.parse_args(argv)
-    text = args.readme.read_text(encoding="utf-8")
-    new = render_readme(text, load_manifest(args.manifest))
-    if args.check:
+    entries = load_manifest(args.manifest)
+    pages = [(args.readme, render_readme, "model table")]
+    if args.details is not None and str(args.details) != "-":
+        pages.append((args.details, render_details_doc, "weights details"))
+    for path, render, what in pages:
+        text = path.read_text(encoding="utf-8")
+        new = render(text, entries)
+        if args.check:
+            if new != text:
+                sys.exit(f"{path}: the {what} is out of date; run `python -m zoo.readme`")
+            continue
         if new != text:
-            sys.exit(f"{args.readme}: the model table is out of date; run `python -m zoo.readme`")
-        return
-    if new != text:
-        args.readme.write_text(new, encoding="utf-8")
-    print(f"{args.readme}: model table {'updated' if new != text else 'already current'}")
+            atomic_write(path, new.encode("utf-8"))
+        print(f"{path}: {what} {'updated' if new != text else 'already current'}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ The manifest (``zoo/weights_manifest.json``: typed, validated entries) lives in
 
 ``python -m zoo.weights add NAME FILE [--manifest PATH] [--weights-dir DIR]`` records a new
 weight (hash, size, dtype, parameter count and shapes are computed from the file) in the
-manifest and weights folder it is given (default: the checkout's); ``python -m zoo.weights
+manifest and weights folder it is given (default: the checkout's), with ``--backbone-weights
+NAME`` the classifier weights its backbone started from; ``python -m zoo.weights
 verify`` re-checks every entry whose file is on this machine.
 """
 
@@ -40,8 +41,10 @@ from torchvision.transforms import v2
 
 from ._io import atomic_write
 from ._manifest import (
+    FITS,
     INTERPOLATIONS,
     PACKAGED_MANIFEST,
+    BackboneSource,
     InputSpec,
     ManifestError,
     SeedSpread,
@@ -55,6 +58,7 @@ from ._paths import checkout_root, user_cache_dir
 from ._registry import ModelEntry, close_matches, get_entry, split_name
 
 __all__ = [
+    "BackboneSource",
     "InputSpec",
     "ManifestError",
     "SeedSpread",
@@ -287,8 +291,10 @@ def eval_transforms(weights: str | WeightsEntry | nn.Module):
     w = find_weights(weights) if isinstance(weights, str) else weights
     spec = w.input
     steps = [v2.ToImage()]
-    if spec.resize_size is not None:  # resize while still uint8, as torchvision's presets do
-        mode = v2.InterpolationMode(spec.interpolation)
+    mode = v2.InterpolationMode(spec.interpolation)
+    if spec.fit == "squash":  # the weights saw squashed photos: both sides to the input size
+        steps.append(v2.Resize(spec.input_size, interpolation=mode, antialias=True))
+    elif spec.resize_size is not None:  # resize while still uint8, as torchvision's presets do
         steps += [
             v2.Resize(spec.resize_size, interpolation=mode, antialias=True),
             v2.CenterCrop(spec.input_size),
@@ -356,6 +362,7 @@ def add_entry(
     input_size: list[int] | None = None,
     interpolation: str = "bilinear",
     resize_size: int | None = None,
+    fit: str = "crop",
     label_names: list[str] = (),
     model_args: dict[str, Any] | None = None,
     train_wall_time_s: float = 0.0,
@@ -364,6 +371,7 @@ def add_entry(
     license: str = "mit",
     default: bool | None = None,
     seeds: SeedSpread | None = None,
+    backbone_weights: str | BackboneSource | None = None,
     replace: bool = False,
     manifest: str | Path | None = None,
     weights_folder: str | Path | None = None,
@@ -377,6 +385,9 @@ def add_entry(
     ``input_size`` defaults to the architecture's; ``git_commit`` to the HEAD of the repository
     holding the manifest (pass the commit training ran at if it differs); ``default`` to True for
     an architecture's first weight. Making a new default clears the old one.
+    ``backbone_weights``: the weights the backbone started from, a name in ``manifest`` (its
+    sha256 is looked up there) or a ``BackboneSource`` (for ``hf-hub:`` files, with the sha256
+    that ``create_model(..., backbone_weights=...)`` recorded in ``model.backbone_weights``).
     """
     manifest = manifest_to_edit(manifest)
     weights_folder = Path(weights_folder or weights_dir())
@@ -384,10 +395,27 @@ def add_entry(
     if not tag:
         raise ValueError(f"name must be 'arch.tag', got {name!r}")
     entry, model_args = get_entry(arch), dict(model_args or {})
+    if "backbone_weights" in model_args:
+        raise ValueError(
+            f"{name}: model_args must not hold backbone_weights (where the backbone started is not "
+            "an architecture argument): pass backbone_weights= (--backbone-weights) instead"
+        )
     data = Path(weights_file).read_bytes()  # read once: the bytes hashed are the bytes copied
     state = parse_safetensors(data, weights_file)
     model = build_unvouched(entry, state, model_args, source=str(weights_file))
     entries = load_manifest(manifest)
+    if isinstance(backbone_weights, str):
+        backbone_weights = backbone_source(backbone_weights, entries)
+    if backbone_weights is not None:
+        backbone = getattr(model, "backbone_arch", "")
+        source_arch = split_name(backbone_weights.name)[0]
+        if not backbone:
+            raise ValueError(f"{name}: {arch} is not built on a backbone, so it has no backbone_weights")
+        if not backbone_weights.name.startswith("hf-hub:") and source_arch != backbone:
+            raise ValueError(
+                f"{name}: backbone_weights {backbone_weights.name} are {source_arch} weights, "
+                f"{arch}'s backbone is {backbone}"
+            )
     if any(e.name == name for e in entries) and not replace:
         raise ValueError(f"{name} is already in the manifest; pass replace=True (--replace) to update it")
     others = [e for e in entries if e.name != name]
@@ -402,6 +430,7 @@ def add_entry(
         std=[float(s) for s in std],
         interpolation=interpolation,
         resize_size=resize_size,
+        fit=fit,
     )
     new = WeightsEntry(
         name=name,
@@ -429,6 +458,7 @@ def add_entry(
         hf_repo_id="",
         hf_revision="",
         seeds=seeds,
+        backbone_weights=backbone_weights,
     )
     parse_manifest([dataclasses.asdict(e) for e in [*others, new]], source="the manifest with " + name)
     target = weights_folder / new.file  # copied only once the new manifest is known to be valid
@@ -437,6 +467,18 @@ def add_entry(
         atomic_write(target, data)  # a kill mid-copy leaves the old file whole
     save_manifest([*others, new], manifest)
     return new
+
+
+def backbone_source(name: str, entries: list[WeightsEntry]) -> BackboneSource:
+    """A manifest weight as a ``BackboneSource``: its name and the sha256 recorded for it."""
+    if name.startswith("hf-hub:"):
+        raise ValueError(
+            f"backbone weights {name!r} are not in the manifest, so their sha256 must be given: "
+            "BackboneSource(name, sha256) (--backbone-sha256), the sha256 that "
+            "create_model(..., backbone_weights=...) recorded in model.backbone_weights"
+        )
+    w = find_weights(name, entries)
+    return BackboneSource(w.name, w.sha256)
 
 
 def _git_head(folder: Path) -> str:
@@ -489,6 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     add.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
     add.add_argument("--resize-size", type=int, help="resize the shorter side, then center-crop")
+    add.add_argument(
+        "--fit",
+        default="crop",
+        choices=FITS,
+        help="squash: resize any picture to the input size, aspect not kept (weights trained on squashed images)",
+    )
     add.add_argument("--labels-file", help="class names, one a line, in class-index order")
     add.add_argument("--model-args", type=json.loads, default={}, help="JSON, e.g. '{\"img_size\": 28}'")
     add.add_argument("--train-wall-time-s", type=float, default=0.0)
@@ -496,6 +544,14 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--git-commit", help="the commit training ran at (default: HEAD)")
     add.add_argument("--license", default="mit")
     add.add_argument("--default", action=argparse.BooleanOptionalAction, default=None)
+    add.add_argument(
+        "--backbone-weights",
+        metavar="NAME",
+        help="the weights the backbone started from: a manifest name (its sha256 is looked up) or hf-hub:ORG/REPO",
+    )
+    add.add_argument(
+        "--backbone-sha256", help="the sha256 of hf-hub backbone weights (model.backbone_weights)"
+    )
     add.add_argument("--replace", action="store_true", help="update an existing entry")
     add.add_argument("--manifest", help="the manifest to edit (default: $ZOO_MANIFEST, else the checkout's)")
     add.add_argument(
@@ -511,6 +567,14 @@ def main(argv: list[str] | None = None) -> int:
         return verify_all(parser, load_manifest(args["manifest"]), args["names"])
     labels_file = args.pop("labels_file")
     manifest = args["manifest"] or manifest_path()
+    backbone_sha256, hub_backbone = (
+        args.pop("backbone_sha256"),
+        (args["backbone_weights"] or "").startswith("hf-hub:"),
+    )
+    if (backbone_sha256 is not None) != hub_backbone:
+        parser.error("--backbone-sha256 goes with --backbone-weights hf-hub:ORG/REPO, and only with it")
+    if hub_backbone:
+        args["backbone_weights"] = BackboneSource(args["backbone_weights"], backbone_sha256)
     if labels_file:
         args["label_names"] = Path(labels_file).read_text(encoding="utf-8").splitlines()
     new = add_entry(args.pop("name"), args.pop("file"), **args)

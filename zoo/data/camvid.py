@@ -15,7 +15,6 @@ pairs for the transforms of ``zoo.data.segmentation``. Registered as ``camvid``.
 from __future__ import annotations
 
 import argparse
-import os
 import urllib.request
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 
 from .._io import atomic_write
-from .classification import DatasetNotFoundError, cache_dir
+from .classification import DatasetNotFoundError
 from .integrity import verify_files
-from .registry import DataFileError, DatasetInfo, register_dataset
+from .registry import DataFileError, DatasetInfo, dataset_folders, register_dataset
 
 CLASSES = (
     "sky",
@@ -78,8 +77,7 @@ FIX = (
 
 def candidate_dirs(data_dir: str | None = None) -> list[Path]:
     """Where CamVid is looked for, in order."""
-    parents = [data_dir, os.environ.get("ZOO_DATA_DIR"), str(cache_dir())]
-    return [Path(p) / "camvid" for p in parents if p]
+    return dataset_folders("camvid", data_dir)
 
 
 def find_root(data_dir: str | None = None) -> Path:

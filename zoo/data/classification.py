@@ -21,6 +21,7 @@ import torchvision
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .._io import atomic_write
+from .._paths import user_cache_dir as cache_dir  # one cache for every dataset (and the weights)
 from .registry import DatasetInfo, register_dataset
 
 # The small test splits shipped beside the package in a source checkout (checked against
@@ -97,10 +98,6 @@ CIFAR100_CLASSES = tuple(
     spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor
     train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
 )
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZOO_CACHE_DIR", Path.home() / ".cache" / "zoo"))
 
 
 def _candidate_dirs(spec: IdxSpec, data_dir: str | None) -> list[Path]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from .._io import atomic_write
 from .classification import DatasetNotFoundError, TensorDataset, cache_dir
 from .integrity import expected_sums, verify_files
-from .registry import DataFileError, DatasetInfo, register_dataset
+from .registry import DataFileError, DatasetInfo, dataset_folders, register_dataset
 
 # (wnid, English name) in sorted-wnid order: the class indices 0..9, as in classes.txt.
 CLASSES = (
@@ -65,8 +64,7 @@ FIX = (
 
 def candidate_dirs(data_dir: str | None = None) -> list[Path]:
     """Where Imagenette is looked for, in order."""
-    parents = [data_dir, os.environ.get("ZOO_DATA_DIR"), str(cache_dir())]
-    return [Path(p) / "imagenette" for p in parents if p]
+    return dataset_folders("imagenette", data_dir)
 
 
 def find_root(data_dir: str | None = None) -> Path:
@@ -189,6 +187,7 @@ INFO = DatasetInfo(
     std=STD,
     splits=SPLITS,
     input_size=IMAGE_SIZE,
+    fit="squash",  # the copy's photos were squashed to a square: resize others the same way
 )
 
 

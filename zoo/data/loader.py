@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from .batch_aug import BatchAugment, normalize
 from .classification import TensorDataset
@@ -33,12 +34,17 @@ class InMemoryLoader:
         augment: BatchAugment | None = None,
         rank: int = 0,
         world: int = 1,
+        size: tuple[int, int] | None = None,
     ):
         if batch_size % world:
             raise ValueError(f"global batch size {batch_size} must be divisible by the {world} processes")
         self.data, self.batch_size, self.train, self.seed = data, batch_size, train, seed
         self.augment, self.rank, self.world = augment, rank, world
         self.local_batch = batch_size // world
+        # Without augmentation: the images resized to this (H, W) (bilinear, antialiased), when
+        # it differs from the stored size; None keeps them as they are.
+        stored = tuple(data.images.shape[-2:])
+        self.size = tuple(size) if size is not None and tuple(size) != stored else None
 
     @property
     def num_samples(self) -> int:
@@ -63,6 +69,8 @@ class InMemoryLoader:
             if self.augment is not None:
                 x = self.augment(x, step_generator(self.seed, epoch, step), self.rank, self.world)
             else:
+                if self.size is not None:
+                    x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
                 x = normalize(x, self.data.mean, self.data.std)
             yield x, self.data.labels[idx]
 

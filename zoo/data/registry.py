@@ -10,10 +10,13 @@ calls ``register_dataset`` (imported by ``zoo/data/__init__.py``) plus a config.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from .._paths import user_cache_dir
 from .._tasks import TASKS
 
 
@@ -33,6 +36,9 @@ class DatasetInfo:
     input_size: tuple[int, int] = (0, 0)  # (H, W) of the images as stored; (0, 0): they vary
     ignore_index: int | None = None  # a label that counts in neither the loss nor the metrics
     palette: tuple[tuple[int, int, int], ...] = ()  # a colour per class (and void), for pictures
+    # How a picture of another size becomes an input: "crop" (shorter side to the input size, then
+    # a centre crop) or "squash" (both sides to the input size: the stored images were squashed)
+    fit: str = "crop"
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +69,13 @@ class DatasetInfo:
         if "palette" in d:
             d["palette"] = tuple(tuple(c) for c in d["palette"])
         return cls(**d)
+
+
+def dataset_folders(folder: str, data_dir: str | None = None) -> list[Path]:
+    """Where a dataset's ``folder`` is looked for, in order: under ``data_dir`` (``--data-dir``),
+    under ``$ZOO_DATA_DIR``, then in the user cache (where downloads go)."""
+    parents = [data_dir, os.environ.get("ZOO_DATA_DIR"), str(user_cache_dir())]
+    return [Path(p) / folder for p in parents if p]
 
 
 _DATASETS: dict[str, tuple[DatasetInfo, Callable[..., Any]]] = {}

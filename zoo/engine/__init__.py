@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError, load_run, model_from_config
 from .evaluator import Evaluation, evaluate, evaluate_published, evaluate_run
 from .tasks import ClassificationTask, Task, get_task, list_tasks, register_task
-from .trainer import NonFiniteLossError, RunFolderError, train
+from .trainer import NonFiniteLossError, RunFolderError, RunInterrupted, train
 
 __all__ = [
     "CheckpointError",
@@ -11,6 +11,7 @@ __all__ = [
     "Evaluation",
     "NonFiniteLossError",
     "RunFolderError",
+    "RunInterrupted",
     "Task",
     "evaluate",
     "evaluate_published",

@@ -128,9 +128,17 @@ def write_json(obj: Any, path: str | Path) -> None:
 # -- rebuilding a run from its files ---------------------------------------------------------
 
 
-def model_from_config(cfg: RunConfig, info: DatasetInfo) -> torch.nn.Module:
-    """The model a run config describes, sized for its dataset (``model.args`` win)."""
+def model_from_config(cfg: RunConfig, info: DatasetInfo, load_backbone: bool = True) -> torch.nn.Module:
+    """The model a run config describes, sized for its dataset (``model.args`` win).
+
+    ``model.args.backbone_weights`` (a ``create_model`` argument like the others) starts the
+    backbone from those weights. ``load_backbone=False`` builds the same architecture without
+    reading them: for a caller that then loads every weight of the model from a checkpoint or a
+    run's weights, which must not need the backbone's file any more.
+    """
     args = {"num_classes": info.num_classes, "in_chans": info.in_chans, **cfg.model.args}
+    if not load_backbone:
+        args.pop("backbone_weights", None)
     return create_model(cfg.model.name, **args)
 
 
@@ -169,7 +177,7 @@ def load_run(path: str | Path) -> SavedRun:
         cfg, info = from_saved(state["config"]), state["info"]
         weights = state["ema"] if state.get("ema") else state["model"]
     info = saved_info(info, cfg)
-    model = model_from_config(cfg, info)
+    model = model_from_config(cfg, info, load_backbone=False)  # every weight comes from the file
     try:
         model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
     except RuntimeError as err:

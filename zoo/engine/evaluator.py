@@ -76,14 +76,18 @@ def evaluate_published(
     data_dir: str | None = None,
     batch_size: int | None = None,
     hflip_tta: bool = False,
+    input_size: int | None = None,
 ) -> Evaluation:
     """Manifest weights on the split they were measured on, with their own preprocessing; with
-    test-time flips too when asked or when a recorded metric was measured with them."""
+    test-time flips too when asked or when a recorded metric was measured with them.
+    ``input_size`` (classification): the images resized to that square instead of the
+    weights' own input size (what a test-time resolution does)."""
     device = torch.device(device)
     w = find_weights(name)
     task = get_task(w.task)
+    spec = vars(w.input) | ({"input_size": [input_size, input_size]} if input_size else {})
     loader, info = task.build_eval_loader(
-        w.dataset, w.split, data_dir, batch_size or task.eval_batch_size, vars(w.input)
+        w.dataset, w.split, data_dir, batch_size or task.eval_batch_size, spec
     )
     if w.label_names:
         info = dataclasses.replace(info, classes=tuple(w.label_names))
@@ -91,6 +95,8 @@ def evaluate_published(
     hflip_tta = hflip_tta or uses_hflip_tta(w.metrics)
     result = evaluate(model, loader, task, info, device=device, hflip_tta=hflip_tta)
     result = {"name": w.name, "dataset": w.dataset, "split": w.split, **result}
+    if input_size:
+        result["input_size"] = [input_size, input_size]
     return Evaluation(result, model, loader, task, info, device)
 
 
@@ -101,6 +107,7 @@ def evaluate_run(
     data_dir: str | None = None,
     batch_size: int | None = None,
     hflip_tta: bool = False,
+    input_size: int | None = None,
 ) -> Evaluation:
     """A run's last.ckpt (its EMA weights when the run kept an EMA) or exported
     model.safetensors, on the split and with the normalisation the run used; ``hflip_tta``
@@ -120,7 +127,8 @@ def evaluate_run(
         run.cfg.data.eval_split,
         data_dir,
         batch_size or task.eval_batch_size,
-        {"mean": run.info.mean, "std": run.info.std},
+        {"mean": run.info.mean, "std": run.info.std}
+        | ({"input_size": [input_size, input_size]} if input_size else {}),
     )
     model = run.model.to(device)
     result = evaluate(model, loader, task, run.info, device=device, hflip_tta=hflip_tta)

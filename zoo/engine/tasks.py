@@ -4,7 +4,9 @@ The training loop and the evaluator are shared; a task supplies the data, the lo
 metrics and any post-processing. A task takes its dataset from the dataset registry
 (``zoo.data.registry``) by name and works with any registered dataset of its kind; it never
 imports a concrete dataset module. Register a task class with ``@register_task``; its name
-must be one of ``zoo._tasks.TASKS``, the list the model registry checks against too.
+must be one of ``zoo._tasks.TASKS``, the list the model registry checks against too. What the
+commands do with a task's trained models (``zoo predict``, ``zoo export``, ``zoo explain``,
+eval.py's pictures and printout) is the task's ``TaskUse`` in ``zoo.tasks_use``, a layer above.
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ class ClassificationTask(Task):
     def build_eval_loader(self, dataset, split, data_dir, batch_size, input_spec=None):
         info = _eval_info(self.dataset(dataset), input_spec)
         data = dataclasses.replace(load_dataset(dataset, split, data_dir), mean=info.mean, std=info.std)
-        return InMemoryLoader(data, batch_size, train=False), info
+        size = (input_spec or {}).get("input_size")  # a weight's: its images resized to it
+        return InMemoryLoader(data, batch_size, train=False, size=size), info
 
     def loss(self, model, batch, cfg):
         x, y = batch

@@ -11,7 +11,8 @@ as long as the precision keys of ``RESUMABLE_CHANGES`` are left as they were.
 What a run guarantees: checkpoints are atomic and carry a checksum; only finite states are
 checkpointed; a run folder is locked while a run uses it; a used folder is never silently
 restarted; a resumed config is compared with the checkpoint's, key by key; a resumed
-``metrics.jsonl`` reads as one run.
+``metrics.jsonl`` reads as one run; SIGINT (Ctrl-C) or SIGTERM stops a run after the step in
+progress, with that step checkpointed (``RunInterrupted``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import dataclasses
 import fcntl
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -64,6 +67,54 @@ class NonFiniteLossError(RuntimeError):
 
 class RunFolderError(RuntimeError):
     """The run folder is in use, or holds a run that this call would overwrite."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run; ``checkpoint`` (``None``: none written yet) holds
+    ``step``, from which ``resume=True`` continues as if the run had not stopped.
+
+    A ``KeyboardInterrupt``, as Ctrl-C is anywhere in Python, so that code which catches
+    ``Exception`` to carry on (the ablation runner's loop over runs) stops too. ``at_once``: a
+    second signal stopped the run after step ``reached``, ``step`` is the last checkpoint's.
+    ``reached`` is ``None`` when the run had not been built yet."""
+
+    def __init__(
+        self,
+        signum: int,
+        step: int,
+        reached: int | None,
+        total_steps: int,
+        epoch: int,
+        checkpoint: Path | None,
+        at_once: bool = False,
+        is_main: bool = True,
+    ):
+        self.signum, self.step, self.reached, self.total_steps = signum, step, reached, total_steps
+        self.epoch, self.checkpoint, self.at_once, self.is_main = epoch, checkpoint, at_once, is_main
+        name = self.signal_name
+        if reached is None:
+            what = f"stopped by a second {name} while the run was being set up"
+        elif at_once:
+            what = f"stopped at once by a second {name} after step {reached} of {total_steps} (epoch {epoch})"
+        else:
+            what = f"stopped at step {step} of {total_steps} (epoch {epoch}) by {name}"
+        if reached is None:
+            super().__init__(what)
+            return
+        if checkpoint is None:
+            where = "no checkpoint written yet"
+        else:
+            where = f"checkpoint {checkpoint}" + (f" (step {step})" if step != reached else "")
+        super().__init__(f"{what}; {where}")
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, as a shell reports a process that the signal ended."""
+        return 128 + self.signum
 
 
 # -- the run folder ------------------------------------------------------------------------
@@ -250,6 +301,98 @@ def resolve_speed_settings(
     return resolved
 
 
+# -- stopping on a signal ------------------------------------------------------------------
+
+
+class StopSignals:
+    """SIGINT and SIGTERM while ``train`` runs (a context manager; the previous handlers come
+    back on exit). The first signal only sets ``signum``: the loop finishes the step in
+    progress, checkpoints it and raises ``RunInterrupted``. A second one stops at once (a
+    ``RunInterrupted`` raised where the run is, ``at_once``), except while that last checkpoint
+    is written (``shielded``): checkpoints are atomic either way, so nothing is half written.
+
+    Installed only from the main thread (Python allows no other) and not over a signal that is
+    ignored (``nohup``, a launcher's choice); elsewhere the run stops as Python would."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, verbose: bool = True):
+        self.signum = 0
+        self.shielded = False
+        self.run: Run | None = None  # once built: what an immediate stop reports
+        self.verbose = verbose
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                previous = signal.getsignal(s)
+                if previous is not signal.SIG_IGN and previous is not None:  # None: set outside Python
+                    self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous.clear()
+
+    def _say(self, text: str) -> None:
+        if self.verbose:  # os.write: print() may be in progress on the same stream
+            os.write(2, f"\n{text}\n".encode())
+
+    def _handle(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:  # a forked child: the trainer's process decides
+            return
+        name = signal.Signals(signum).name
+        if not self.signum:
+            self.signum = signum
+            self._say(
+                f"{name}: stopping after the step in progress, once it is checkpointed (again: at once)"
+            )
+        elif self.shielded:
+            self._say(f"{name}: writing the checkpoint; stopping as soon as it is written")
+        else:
+            raise stopped(self.run, signum, at_once=True)
+
+
+def stopped(run: Run | None, signum: int, at_once: bool = False) -> RunInterrupted:
+    """The ``RunInterrupted`` of ``run`` as it stands (``None``: before it was built)."""
+    if run is None:
+        return RunInterrupted(signum, 0, None, 0, 0, None, at_once)
+    return RunInterrupted(
+        signum,
+        run.saved_step or 0,
+        run.step,
+        run.total_steps,
+        run.step // run.steps_per_epoch,
+        run.ckpt_path if run.saved_step is not None else None,
+        at_once,
+        run.dist.is_main,
+    )
+
+
+def stop_requested(run: Run) -> int:
+    """The signal asking the run to stop, 0 if none. Under torchrun every process must stop
+    after the same step (a process that went on would wait for the others in its all-reduce
+    forever), so the processes agree on it with an all-reduce of one number, after each step:
+    the run syncs with the device at each step anyway (the finite-loss check)."""
+    signum = run.signals.signum
+    if run.dist.world > 1:
+        flag = torch.tensor([signum], device=run.dist.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum
+
+
+def stop(run: Run, signum: int) -> None:
+    """Checkpoint the last finished step (unless it is already) and raise ``RunInterrupted``."""
+    run.signals.shielded = True
+    if run.saved_step != run.step and run.step > 0:
+        checkpoint(run)
+    raise stopped(run, signum)
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -295,7 +438,11 @@ class Run:
     watch: Stopwatch = field(default_factory=Stopwatch)
     latest_eval: dict[str, dict] = field(default_factory=dict)  # model/ema -> the last evaluation's scalars
     saved_step: int | None = None  # the step of the last checkpoint written or restored
+    # {"name", "sha256"} of the backbone weights a fresh run started from (create_model records
+    # them); carried by every checkpoint, so a resumed run still knows them for its summary
+    backbone_weights: dict | None = None
     bar: Any = None  # the progress bar (main process)
+    signals: StopSignals = field(default_factory=StopSignals)  # SIGINT / SIGTERM: stop after this step
 
     @property
     def ckpt_path(self) -> Path:
@@ -308,29 +455,43 @@ class Run:
 
 def train(cfg: RunConfig, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` in ``cfg.train.out_dir``. ``resume``: continue from its last.ckpt, or start
-    from scratch there when it has none. Without ``resume`` a folder holding a run is refused."""
+    from scratch there when it has none. Without ``resume`` a folder holding a run is refused.
+    SIGINT or SIGTERM stops the run after the step in progress, checkpointed: ``RunInterrupted``
+    (the folder's lock is released, the previous signal handlers restored)."""
     dist = init_distributed(cfg.train.device)
     out = Path(cfg.train.out_dir)
-    lock = None
+    lock = run = None
     try:
-        if not resume:
-            check_fresh_folder(out)
-        if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(out).acquire()
-            remove_orphans(out)
-        run = build_run(cfg, dist, resume)
-        run.model.train()
-        run.bar = tqdm(
-            total=run.total_steps, initial=run.step, disable=not dist.is_main, unit="step", dynamic_ncols=True
-        )
-        run.watch.start()
-        while run.step < run.total_steps:
-            train_epoch(run)
-        run.watch.stop()
-        run.bar.close()
-        return finish(run)
+        with StopSignals(verbose=dist.is_main) as signals:
+            if not resume:
+                check_fresh_folder(out)
+            if dist.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                lock = RunLock(out).acquire()
+                remove_orphans(out)
+            run = build_run(cfg, dist, resume)
+            run.signals, signals.run = signals, run
+            if signum := stop_requested(run):  # a signal while the run was being built
+                stop(run, signum)
+            run.model.train()
+            run.bar = tqdm(
+                total=run.total_steps,
+                initial=run.step,
+                disable=not dist.is_main,
+                unit="step",
+                dynamic_ncols=True,
+            )
+            run.watch.start()
+            while run.step < run.total_steps:
+                train_epoch(run)
+                if run.step < run.total_steps and (signum := stop_requested(run)):
+                    stop(run, signum)  # after the epoch's evaluation and checkpoint
+            run.watch.stop()
+            run.bar.close()
+            return finish(run)
     finally:
+        if run is not None and run.bar is not None:
+            run.bar.close()  # before the caller's message (closing again is nothing)
         if lock is not None:
             lock.release()
         cleanup()
@@ -365,7 +526,8 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
         )
     if dist.is_main:
         truncate_log(out / METRICS, state["step"] if state is not None else 0)
-    model = model_from_config(cfg, info).to(dist.device)
+    # A resumed run loads every weight from its checkpoint: it must not need the backbone's file.
+    model = model_from_config(cfg, info, load_backbone=state is None).to(dist.device)
     cfg = resolve_speed_settings(
         cfg, model, train_loader, task, dist, state["config"] if state else None, log
     )
@@ -414,7 +576,9 @@ def build_run(cfg: RunConfig, dist: DistInfo, resume: bool) -> Run:
     )
     if state is not None:
         restore(run, state, rebuild_schedule="schedule.epochs" in changes)
-    elif resume and dist.is_main:
+    else:
+        run.backbone_weights = getattr(model, "backbone_weights", None)
+    if state is None and resume and dist.is_main:
         print(f"no checkpoint at {run.ckpt_path}; starting from scratch")
     if resume:
         scheduler.step_update(run.step)
@@ -454,6 +618,7 @@ def restore(run: Run, state: dict, rebuild_schedule: bool = False) -> None:
     run.step = run.saved_step = state["step"]
     run.watch = Stopwatch(state["elapsed_s"])
     run.latest_eval = state.get("latest_eval", state.get("best", {}))  # "best": older checkpoints
+    run.backbone_weights = state.get("backbone_weights")
     if run.dist.is_main:
         print(f"resumed from {run.ckpt_path} at step {run.step} (epoch {run.step // run.steps_per_epoch})")
 
@@ -472,6 +637,9 @@ def train_epoch(run: Run) -> None:
             checkpoint(run)
         if run.step >= run.total_steps:
             break
+        # The epoch's last step goes on to its evaluation first: train() checks after it.
+        if run.step % run.steps_per_epoch and (signum := stop_requested(run)):
+            stop(run, signum)
     epoch_done = run.step % run.steps_per_epoch == 0
     if t.eval_every_epochs and (
         (epoch_done and (epoch + 1) % t.eval_every_epochs == 0) or run.step >= run.total_steps
@@ -551,6 +719,7 @@ def checkpoint(run: Run) -> None:
             "step": run.step,
             "elapsed_s": run.watch.elapsed,
             "latest_eval": run.latest_eval,
+            "backbone_weights": run.backbone_weights,
             "config": to_dict(run.cfg),
             "info": run.info.to_dict(),
         },
@@ -596,6 +765,8 @@ def finish(run: Run) -> dict[str, Any]:
         "torch": torch.__version__,
         "info": run.info.to_dict(),
     }
+    if run.backbone_weights is not None:  # what the manifest records for a weight trained so
+        summary["backbone_weights"] = run.backbone_weights
     if run.dist.is_main:
         meta = {"config": to_dict(run.cfg), "info": run.info.to_dict()}
         save_weights(final.state_dict(), run.out / WEIGHTS, meta)

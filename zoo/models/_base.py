@@ -18,6 +18,12 @@ class ZooModel(nn.Module):
     pretrained weights are adapted), and implement ``forward_intermediates``,
     ``forward_features`` and ``forward_head``. ``reset_classifier`` puts a new linear layer
     (or ``Identity`` for 0 classes) at ``classifier_name``; dense predictors override it.
+
+    A composite built on a registered backbone (``self.backbone``, see ``create_backbone``)
+    also sets ``backbone_arch`` (the backbone's registered name) and ``backbone_args`` (the
+    arguments it was built with that classification weights must share, e.g. ``norm``), so
+    ``create_model(..., backbone_weights=...)`` can fill it; that records what it loaded in
+    ``backbone_weights`` (``{"name", "sha256"}``).
     """
 
     num_classes: int
@@ -27,6 +33,8 @@ class ZooModel(nn.Module):
     first_conv_name: str = ""
     classifier_name: str = ""
     fixed_input_size: tuple[int, int] | None = None  # (H, W) for models that only take one size
+    backbone_arch: str = ""  # the registered backbone a composite is built on; "" for none
+    backbone_weights: dict[str, str] | None = None  # what the backbone started from, when loaded
 
     def __init__(self) -> None:
         super().__init__()

@@ -5,7 +5,8 @@ scores, its distances (l, t, r, b) to the four sides of a box, and a "centerness
 down-weights boxes predicted far from an object's centre.
 
 - Backbone: any registered model with ``features_only``; here C3-C5 of resnet18 (strides
-  8, 16, 32).
+  8, 16, 32). ``backbone_deform_stages=(4,)`` makes the backbone's last stage (conv5) DCNv2,
+  as Zhu et al. place them (``(2, 3, 4)``: conv3-conv5); see ``zoo.models.resnet``.
 - FPN: P3-P5 (``extra_levels=2`` adds P6/P7 as in the paper). BCCD's cells are 20-340 px
   on 640x480 images, so P3-P5 cover them; the extra levels only cost time.
 - Head: one tower for classification and one for boxes, shared across levels, of
@@ -223,17 +224,26 @@ class FCOS(ZooModel):
         nms_thresh: float = 0.6,
         max_detections: int = 100,
         backbone_norm: str = "batchnorm",
+        backbone_deform_stages: tuple[int, ...] = (),
     ):
         """
         Args:
             backbone: a registered model with feature_info; its last three stages feed the FPN.
+            backbone_deform_stages: the backbone stages whose 3x3 convs are DCNv2 (its
+                ``deform_stages``; () leaves the backbone plain).
             size_bounds: the ``max(l, t, r, b)`` boundaries between levels (one fewer than the
                 levels); default (40, 80) for P3-P5, (40, 80, 160, 320) with P6/P7.
             center_radius: centre sampling radius in strides (None: every location inside a box).
         """
         super().__init__()
         self.num_classes, self.in_chans, self.head_conv = num_classes, in_chans, head_conv
-        self.backbone = create_backbone(backbone, (-3, -2, -1), in_chans=in_chans, norm=backbone_norm)
+        # The backbone's classification weights must match these arguments; DCN convs keep the
+        # plain convs' weights and add only their offset predictors (zoo.models.resnet).
+        self.backbone_arch, self.backbone_args = backbone, dict(norm=backbone_norm)
+        deform = {"deform_stages": tuple(backbone_deform_stages)} if backbone_deform_stages else {}
+        self.backbone = create_backbone(
+            backbone, (-3, -2, -1), in_chans=in_chans, norm=backbone_norm, **deform
+        )
         self.first_conv_name = f"backbone.{self.backbone.first_conv_name}"
         in_channels = [f["num_chs"] for f in self.backbone.feature_info]
         strides = [f["reduction"] for f in self.backbone.feature_info]
@@ -412,3 +422,10 @@ def fcos_resnet18():
 @register_model(FCOS, task="detection", input_size=(3, 480, 640))
 def fcos_dcn_resnet18():
     return dict(backbone="resnet18", head_conv="deform")
+
+
+@register_model(FCOS, task="detection", input_size=(3, 480, 640))
+def fcos_dcnbackbone_resnet18():
+    # The plain head on a backbone whose conv5 (layer4) 3x3 convs are DCNv2: the DCNv2 paper's
+    # placement, against fcos_dcn_resnet18's deformable head.
+    return dict(backbone="resnet18", head_conv="conv", backbone_deform_stages=(4,))

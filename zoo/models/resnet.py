@@ -12,6 +12,12 @@ Two stems, one model class:
 
 Every variant takes ``norm=`` (batchnorm, layernorm, groupnorm, none), ``attn=`` (se, cbam,
 None) and ``output_stride=`` (dilation instead of stride in the late stages).
+
+``deform_stages=`` makes the 3x3 convs of the stages named (1-based: ``(4,)`` is ``layer4``,
+the paper's conv5; ``(2, 3, 4)`` is conv3-conv5) DCNv2 convs (``zoo.layers.DeformConv2d``,
+Zhu et al. 2019, who placed them there). Each keeps the plain conv's ``weight`` (same name
+and shape, so classification weights still fill it) and adds its own offset-and-mask
+predictor, initialised to zero: the network starts as the plain one.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from .._registry import register_model
-from ..layers import create_attn, create_norm, stage_strides_and_dilations
+from ..layers import DeformConv2d, create_attn, create_norm, stage_strides_and_dilations
 from ._base import ZooModel, check_drop_path_rate, classifier_or_identity
 
 
-def conv3x3(in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+def conv3x3(in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, deform: bool = False) -> nn.Module:
+    """A 3x3 conv without bias; ``deform``: the DCNv2 conv with the same weight (name and shape)."""
+    if deform:
+        return DeformConv2d(
+            in_chs, out_chs, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        )
     return nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
 
 
@@ -62,13 +73,14 @@ class BasicBlock(_Block):
         attn=None,
         shortcut=True,
         drop_path=0.0,
+        deform=False,
     ):
         super().__init__()
         out_chs = planes * self.expansion
-        self.conv1 = conv3x3(in_chs, planes, stride, first_dilation)
+        self.conv1 = conv3x3(in_chs, planes, stride, first_dilation, deform)
         self.bn1 = create_norm(norm, planes)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, out_chs, 1, dilation)
+        self.conv2 = conv3x3(planes, out_chs, 1, dilation, deform)
         self.bn2 = create_norm(norm, out_chs)
         self.attn = create_attn(attn, out_chs)
         self.act2 = nn.ReLU(inplace=True)
@@ -106,13 +118,14 @@ class Bottleneck(_Block):
         attn=None,
         shortcut=True,
         drop_path=0.0,
+        deform=False,
     ):
         super().__init__()
         out_chs = planes * self.expansion
         self.conv1 = nn.Conv2d(in_chs, planes, 1, bias=False)
         self.bn1 = create_norm(norm, planes)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, stride, first_dilation)
+        self.conv2 = conv3x3(planes, planes, stride, first_dilation, deform)
         self.bn2 = create_norm(norm, planes)
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(planes, out_chs, 1, bias=False)
@@ -163,12 +176,18 @@ class ResNet(ZooModel):
         shortcut: bool = True,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        deform_stages: tuple[int, ...] = (),
     ):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if len(layers) != len(channels):
             raise ValueError(f"layers {layers} and channels {channels} must have the same length")
+        deform_stages = tuple(deform_stages)
+        if any(isinstance(i, bool) or i not in range(1, len(layers) + 1) for i in deform_stages):
+            raise ValueError(
+                f"deform_stages names stages 1..{len(layers)} (layer1..layer{len(layers)}), got {deform_stages}"
+            )
         check_drop_path_rate(drop_path_rate)
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         stem_chs = channels[0]
@@ -201,6 +220,7 @@ class ResNet(ZooModel):
                         attn=attn,
                         shortcut=shortcut,
                         drop_path=drop_paths[block_idx],
+                        deform=i + 1 in deform_stages,
                     )
                 )
                 in_chs, block_idx = planes * block.expansion, block_idx + 1
@@ -215,11 +235,17 @@ class ResNet(ZooModel):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, DeformConv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        # The loop above re-drew the DCN convs' offset predictors (plain Conv2d): back to zero,
+        # so each DCN conv starts exactly as the plain conv it replaces.
+        for m in self.modules():
+            if isinstance(m, DeformConv2d):
+                nn.init.zeros_(m.offset_mask.weight)
+                nn.init.zeros_(m.offset_mask.bias)
         # Residual branches start at zero so each block starts as the identity (Goyal et al. 2017).
         # Plain nets have no identity to fall back on, so they keep the ordinary init.
         if zero_init_last:
