@@ -37,7 +37,7 @@ from zoo.weights import (
 )
 from zoo.weights import main as weights_main
 
-from .conftest import WEIGHTS_META, random_state
+from .conftest import DATA_DIR, REPO, WEIGHTS_META, random_state
 
 BACKBONE = "resnet18.testnette"
 # What add_entry needs for a segmentation weight (the classifier metadata of WEIGHTS_META
@@ -423,3 +423,40 @@ def test_model_card_and_zoo_info_say_what_the_backbone_started_from(store, tmp_p
     assert json.loads(capsys.readouterr().out)["backbone_weights"] == {"name": BACKBONE, "sha256": sha}
     assert cli.main(["info", BACKBONE, "--json"]) == 0
     assert "backbone_weights" not in json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.skipif(DATA_DIR is None, reason="needs ZOO_DATA_DIR with camvid/ (CI: ../shared/data)")
+def test_a_run_records_the_backbone_it_loaded_and_its_resume_keeps_the_record(store, tmp_path):
+    """The summary names the backbone weights and their sha256 as loaded when the run started
+    (publish takes them from there, not from a manifest that may have moved on since), also when
+    the run was resumed, which does not load them again."""
+    from zoo.config import load_config
+    from zoo.engine import train
+
+    overrides = [
+        f"model.args.backbone_weights={BACKBONE}",
+        "model.args.output_stride=16",
+        "data.batch_size=2",
+        "data.crop_size=[64, 64]",
+        "train.max_steps=2",
+        "train.ckpt_every_steps=1",
+        "train.eval_every_epochs=0",
+        "train.amp_bf16=false",
+        "train.channels_last=false",
+        f"train.out_dir={tmp_path / 'run'}",
+    ]
+    expected = {"name": BACKBONE, "sha256": find_weights(BACKBONE).sha256}
+    train(load_config(REPO / "configs/camvid/deeplabv3_resnet18.yaml", overrides))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["backbone_weights"] == expected
+    for name in ("summary.json", "model.safetensors"):
+        (tmp_path / "run" / name).unlink()
+    store.manifest.write_text("[]\n")  # the backbone's entry is gone: the resume must not need it
+    train(
+        load_config(
+            REPO / "configs/camvid/deeplabv3_resnet18.yaml",
+            [*overrides[:-2], "train.max_steps=3", overrides[-1]],
+        ),
+        resume=True,
+    )
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["backbone_weights"] == expected
