@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -272,7 +270,7 @@ print(json.dumps(out))
 def test_hf_hub_backbone_weights_load_from_a_timm_file(tmp_path):
     import timm
 
-    from .test_hub import FakeHub, fake_hub_env
+    from .test_hub import FakeHub, fake_hub_env, run_client
 
     torch.manual_seed(3)
     save_file(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.safetensors")
@@ -287,17 +285,9 @@ def test_hf_hub_backbone_weights_load_from_a_timm_file(tmp_path):
             ["hf-hub:someorg/resnet18-test", str(tmp_path / "resnet18.safetensors")],
             ["hf-hub:someorg/resnet34-test", str(tmp_path / "resnet34.safetensors")],
         ]
-        done = subprocess.run(
-            [sys.executable, "-c", CLIENT, json.dumps(calls)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        resnet18, resnet34 = run_client(env, calls, CLIENT)
     finally:
         fake.stop()
-    assert done.returncode == 0, done.stderr
-    resnet18, resnet34 = json.loads(done.stdout.strip().splitlines()[-1])
     sha = hashlib.sha256((tmp_path / "resnet18.safetensors").read_bytes()).hexdigest()
     assert resnet18 == {"same": True, "recorded": {"name": "hf-hub:someorg/resnet18-test", "sha256": sha}}
     assert resnet34["error"].startswith("WeightsError: hf-hub:someorg/resnet34-test does not fit resnet18")

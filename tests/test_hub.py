@@ -156,9 +156,10 @@ print(json.dumps(results))
 """
 
 
-def run_client(env: dict, calls: list) -> list[dict]:
+def run_client(env: dict, calls: list, client: str = CLIENT) -> list[dict]:
+    """Run the ``client`` script in a fresh process on ``calls``; its JSON result."""
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, json.dumps(calls)],
+        [sys.executable, "-c", client, json.dumps(calls)],
         env=env,
         capture_output=True,
         text=True,

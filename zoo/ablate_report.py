@@ -32,6 +32,7 @@ from .data import dataset_info, load_dataset, normalize
 from .engine.checkpoint import write_json
 from .explain import attention_maps, attention_rollout, grad_cam, heatmap_overlay
 from .models.vit import VisionTransformer
+from .readme import splice_block
 from .viz import pyplot
 
 # How the report names a metric, and in which unit a difference of it is read ("points" for
@@ -164,16 +165,15 @@ def recipe_of(matrix: Matrix) -> RunConfig:
     return first_seed_runs(matrix)[0].config(matrix)
 
 
-def input_shape(matrix: Matrix) -> tuple[int, int, int]:
-    """(channels, H, W) of the images the matrix's models are evaluated on."""
-    info = dataset_info(recipe_of(matrix).data.dataset)
-    return (info.in_chans, *info.input_size)
+def architecture_args(args: dict) -> dict:
+    """A row's ``create_model`` arguments without ``backbone_weights``: the architecture alone
+    (what a cost depends on, and what a run's own weights file is loaded into)."""
+    return {k: v for k, v in args.items() if k != "backbone_weights"}
 
 
 def model_cost(model: str, args: dict, shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10):
     """(parameters, MACs of one image of ``shape``) of the row's model as trained."""
-    args = {k: v for k, v in args.items() if k != "backbone_weights"}  # the weights change no cost
-    net = create_model(model, in_chans=shape[0], num_classes=num_classes, **args)
+    net = create_model(model, in_chans=shape[0], num_classes=num_classes, **architecture_args(args))
     info = model_info(net, input_size=shape)
     return info["params"], int(info["macs"])
 
@@ -521,14 +521,11 @@ def plot_sweep(sweeps: list[SweepResult], out: Path, metric: str = "top1") -> li
     return [path]
 
 
-def test_batch(
-    n: int = 128, dataset: str = "fashion_mnist", split: str = "test", every: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images of a classification split (every ``every``-th from the first), normalised,
-    and their labels."""
-    data = load_dataset(dataset, split)
-    x = data.images[: n * every : every].float() / 255
-    return normalize(x, data.mean, data.std), data.labels[: n * every : every]
+def test_batch(n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` Fashion-MNIST test images, normalised, and their labels."""
+    data = load_dataset("fashion_mnist", "test")
+    x = data.images[:n].float() / 255
+    return normalize(x, data.mean, data.std), data.labels[:n]
 
 
 def gradient_norms(
@@ -619,11 +616,7 @@ def markers(matrix: Matrix) -> tuple[str, str]:
 
 def splice(text: str, block: str, where: str = "README", marks: tuple[str, str] = ("", "")) -> str:
     """``text`` with what lies between the markers ``marks`` replaced by ``block``."""
-    start, end = marks
-    if start not in text or end not in text or text.index(start) > text.index(end):
-        raise ValueError(f"{where} needs the markers {start} and {end} (in that order)")
-    head, rest = text.split(start, 1)
-    return f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}"
+    return splice_block(text, block, *marks, where)
 
 
 def splice_file(path: Path, block: str, marks: tuple[str, str]) -> bool:
@@ -665,13 +658,17 @@ def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
         return []
     data = load_dataset(cfg.data.dataset, cfg.data.eval_split)
     every = max(1, len(data) // n)
-    x, _ = test_batch(n, cfg.data.dataset, cfg.data.eval_split, every)
-    shown = data.images[: n * every : every]
+    shown, labels = data.images[: n * every : every], data.labels[: n * every : every]
+    x = normalize(shown.float() / 255, data.mean, data.std)
+    info = dataset_info(cfg.data.dataset)
     columns = []
     for run in runs:
-        info = dataset_info(cfg.data.dataset)
-        args = {k: v for k, v in run.row.args.items() if k != "backbone_weights"}  # loaded below
-        model = create_model(run.row.model, in_chans=info.in_chans, num_classes=info.num_classes, **args)
+        model = create_model(
+            run.row.model,
+            in_chans=info.in_chans,
+            num_classes=info.num_classes,
+            **architecture_args(run.row.args),
+        )
         model.load_state_dict(load_file(run.out_dir / "model.safetensors"))
         model.eval()
         kind, heat = explanation(model, x)
@@ -680,10 +677,10 @@ def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
         columns.append((run.row.name, kind, heat, pred))
     plt = pyplot()
     fig, axes = plt.subplots(n, 1 + len(columns), figsize=(1.9 * (1 + len(columns)), 1.9 * n), squeeze=False)
-    classes = dataset_info(cfg.data.dataset).classes
+    classes = info.classes
     for i in range(n):
         axes[i, 0].imshow(shown[i].permute(1, 2, 0).numpy())
-        axes[i, 0].set_title(classes[int(data.labels[i * every])], fontsize=7)
+        axes[i, 0].set_title(classes[int(labels[i])], fontsize=7)
         for j, (name, kind, heat, pred) in enumerate(columns):
             axes[i, j + 1].imshow(heatmap_overlay(shown[i], heat[i]).permute(1, 2, 0).numpy())
             axes[i, j + 1].set_title(

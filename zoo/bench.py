@@ -51,6 +51,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from . import export
 from ._builder import create_model, list_models
+from ._io import atomic_write
 from ._paths import checkout_root
 from ._registry import get_entry, split_name
 from .config import load_config
@@ -93,30 +94,39 @@ def plain_loop(
     cfg = load_config(config)
     model = create_model(model_name, in_chans=1, num_classes=10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
-    rates, step, t0 = [], 0, None
-    while step < steps:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step == warmup:
+
+    def step(x, y):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return median_img_per_s(loader, step, steps, warmup, window, device)
+
+
+def median_img_per_s(batches, step, steps: int, warmup: int, window: int, device: torch.device) -> float:
+    """Run ``step(x, y)`` on ``batches`` (cycled) for ``steps`` steps; the median img/s over
+    windows of ``window`` steps after ``warmup`` steps."""
+    rates, done, t0, seen = [], 0, None, 0
+    while done < steps:
+        for x, y in batches:
+            step(x, y)
+            done, seen = done + 1, seen + len(y)
+            if done == warmup:
                 synchronize(device)
-                t0 = time.perf_counter()
-            elif step > warmup and (step - warmup) % window == 0:
+                t0, seen = time.perf_counter(), 0
+            elif done > warmup and (done - warmup) % window == 0:
                 synchronize(device)
                 now = time.perf_counter()
-                rates.append(window * batch_size / (now - t0))
-                t0 = now
-            if step >= steps:
+                rates.append(seen / (now - t0))
+                t0, seen = now, 0
+            if done >= steps:
                 break
     return statistics.median(rates)
 
 
 def imagefolder_loop(
-    model_name: str,
     cfg,
     steps: int,
     warmup: int,
@@ -150,7 +160,7 @@ def imagefolder_loop(
 
 
 def in_memory_bound(
-    model_name: str, cfg, batch, steps: int, warmup: int, window: int, bf16: bool, cl: bool, device=CPU
+    cfg, batch, steps: int, warmup: int, window: int, bf16: bool, cl: bool, device=CPU
 ) -> float:
     """img/s of the model's own forward + backward + optimizer step on one in-memory batch,
     repeated: what no data pipeline can beat (the bound)."""
@@ -170,29 +180,18 @@ def _timed_loop(model, cfg, batches, steps, warmup, window, bf16, cl, device) ->
         model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, **kwargs
     )
     model.train()
-    rates, step, t0, n = [], 0, None, 0
-    while step < steps:
-        for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(bf16, device):
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step, n = step + 1, n + len(y)
-            if step == warmup:
-                synchronize(device)
-                t0, n = time.perf_counter(), 0
-            elif step > warmup and (step - warmup) % window == 0:
-                synchronize(device)
-                now = time.perf_counter()
-                rates.append(n / (now - t0))
-                t0, n = now, 0
-            if step >= steps:
-                break
-    return statistics.median(rates)
+
+    def step(x, y):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(bf16, device):
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return median_img_per_s(batches, step, steps, warmup, window, device)
 
 
 def photos_table(args) -> None:
@@ -212,7 +211,7 @@ def photos_table(args) -> None:
     rows = [
         (
             "bound: forward + backward + step on one in-memory batch",
-            in_memory_bound(args.model, cfg, recipe.batch, *common, device=args.device),
+            in_memory_bound(cfg, recipe.batch, *common, device=args.device),
         ),
         (
             "zoo trainer (uint8 tensors in memory, batch augmentation)",
@@ -220,7 +219,7 @@ def photos_table(args) -> None:
         ),
         (
             "ImageFolder + DataLoader (2 workers, per-sample transforms)",
-            imagefolder_loop(args.model, cfg, *common, device=args.device),
+            imagefolder_loop(cfg, *common, device=args.device),
         ),
     ]
     bound = rows[0][1]
@@ -228,7 +227,8 @@ def photos_table(args) -> None:
     for label, ips in rows:
         print(f"| {label} | {ips:.1f} | {ips / bound:.2f}x |")
     if args.json:
-        Path(args.json).write_text(
+        atomic_write(
+            args.json,
             json.dumps(
                 {
                     "cpu": cpu,
@@ -239,7 +239,7 @@ def photos_table(args) -> None:
                     "rows": [{"pipeline": label, "img_per_s": round(ips, 1)} for label, ips in rows],
                 },
                 indent=2,
-            )
+            ).encode(),
         )
 
 

@@ -95,7 +95,9 @@ def render_details(entries: list[WeightsEntry]) -> str:
     return "\n\n".join(parts)
 
 
-def _splice(text: str, block: str, start: str, end: str, what: str) -> str:
+def splice_block(text: str, block: str, start: str, end: str, what: str) -> str:
+    """``text`` with what lies between the markers ``start`` and ``end`` replaced by ``block``;
+    ``what`` names the text in the error when a marker is missing."""
     if start not in text or end not in text or text.index(start) > text.index(end):
         raise ValueError(f"{what} needs the markers {start} and {end} (in that order)")
     head, rest = text.split(start, 1)
@@ -105,12 +107,12 @@ def _splice(text: str, block: str, start: str, end: str, what: str) -> str:
 
 def render_details_doc(text: str, entries: list[WeightsEntry]) -> str:
     """``text`` (docs/weights.md) with the part between its markers replaced by the details."""
-    return _splice(text, render_details(entries), DETAILS_START, DETAILS_END, "docs/weights.md")
+    return splice_block(text, render_details(entries), DETAILS_START, DETAILS_END, "docs/weights.md")
 
 
 def render_readme(text: str, entries: list[WeightsEntry]) -> str:
     """``text`` with the part between the markers replaced by the current table."""
-    return _splice(text, render_table(entries), START, END, "README.md (around the model table)")
+    return splice_block(text, render_table(entries), START, END, "README.md (around the model table)")
 
 
 def main(argv: list[str] | None = None) -> None:
