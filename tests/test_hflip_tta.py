@@ -113,7 +113,7 @@ def test_a_run_that_never_saw_mirrored_images_is_not_measured_with_flips(tmp_pat
 def test_the_manifest_refuses_flip_metrics_for_tasks_that_cannot_measure_them():
     from zoo._manifest import ManifestError, parse_manifest
 
-    entry = json.loads((REPO / "zoo" / "weights_manifest.json").read_text(encoding="utf-8"))
+    entry = json.loads((REPO / "weights_manifest.json").read_text(encoding="utf-8"))
     seg = next(e for e in entry if e["task"] == "segmentation")
     seg["metrics"] = {**seg["metrics"], "miou_hflip": 50.0}
     with pytest.raises(ManifestError, match="test-time flips"):

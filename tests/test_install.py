@@ -1,4 +1,5 @@
-"""A non-editable install knows its weights: the manifest ships inside the package.
+"""A non-editable install knows its weights: the build copies the top-level manifest into the
+package (setup.py), and the installed zoo reads that copy.
 
 ``pip install --no-deps`` of this checkout into a fresh virtual environment that sees the
 site-packages of the interpreter running the tests (torch and the other dependencies, not
@@ -30,7 +31,7 @@ from .conftest import REPO
 CLIENT = """
 import json, zoo
 model = zoo.create_model("resnet20", pretrained=True)
-print(json.dumps({"file": zoo.__file__, "pretrained": zoo.list_models(pretrained=True),
+print(json.dumps({"file": zoo.__file__, "manifest": str(zoo.weights.manifest_path()), "pretrained": zoo.list_models(pretrained=True),
                   "weights": model.pretrained_weights.name, "num_classes": model.num_classes}))
 """
 
@@ -81,6 +82,7 @@ def test_a_non_editable_install_lists_and_loads_its_weights(tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(env_dir)), "the installed copy, not the checkout, was imported"
-    installed = [w["name"] for w in json.loads((REPO / "zoo" / "weights_manifest.json").read_text())]
+    assert out["manifest"] == str(Path(out["file"]).parent / "weights_manifest.json")
+    installed = [w["name"] for w in json.loads((REPO / "weights_manifest.json").read_text())]
     assert out["pretrained"] == sorted(installed) and "resnet20.fashion_mnist" in out["pretrained"]
     assert (out["weights"], out["num_classes"]) == ("resnet20.fashion_mnist", 10)

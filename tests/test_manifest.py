@@ -1,4 +1,4 @@
-"""The manifest shipped in the package (zoo/weights_manifest.json) is true: every claim is
+"""The manifest (the top-level weights_manifest.json, shipped inside the package) is true: every claim is
 re-derived from the repository's weight files.
 
 Each check here is done directly (hashlib, safetensors, the model built from its arguments),
@@ -20,7 +20,7 @@ from zoo.weights import eval_transforms, find_weights, load_manifest
 
 from .conftest import REPO, num_params
 
-MANIFEST = REPO / "zoo" / "weights_manifest.json"
+MANIFEST = REPO / "weights_manifest.json"
 README = REPO / "README.md"
 # Names from the raw JSON, so an invalid manifest fails test_manifest_is_valid, not collection.
 _RAW = json.loads(MANIFEST.read_text(encoding="utf-8"))

@@ -424,9 +424,11 @@ def test_the_manifest_keeps_the_usual_umask(store):
     assert [p.name for p in store.manifest.parent.glob(".*.tmp")] == []
 
 
-def test_the_manifest_ships_inside_the_package(monkeypatch):
+def test_a_checkout_reads_its_top_level_manifest(monkeypatch):
+    # An installed package reads the copy its build put inside it: tests/test_install.py.
     monkeypatch.delenv("ZOO_MANIFEST", raising=False)
-    assert weights.manifest_path() == Path(zoo.__file__).parent / "weights_manifest.json"
+    assert weights.manifest_path() == Path(zoo.__file__).parent.parent / "weights_manifest.json"
+    assert not (Path(zoo.__file__).parent / "weights_manifest.json").exists()  # one file, no copy
     assert "resnet20.fashion_mnist" in zoo.list_models(pretrained=True)
 
 

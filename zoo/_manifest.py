@@ -1,7 +1,7 @@
 """The weights manifest: one typed, validated entry per published weight.
 
-``zoo/weights_manifest.json`` (package data: it ships with the package; ``$ZOO_MANIFEST``
-names another) is a JSON list of ``WeightsEntry`` objects, one per ``arch.tag``. Reading it
+``weights_manifest.json`` (at the top of the repository; the build copies it into the package,
+so an installed zoo ships it: setup.py; ``$ZOO_MANIFEST`` names another) is a JSON list of ``WeightsEntry`` objects, one per ``arch.tag``. Reading it
 checks every entry against its type hints: an unknown or missing field (with a close match
 named), a wrong type, an unknown architecture, or an architecture with no or two default tags
 is an error that lists every problem at once. Writing it validates first and replaces the
@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write
+from ._paths import checkout_root
 from ._registry import TASKS, close_matches, get_entry, is_model, list_architectures, split_name
 from ._tasks import HFLIP_TTA_TASKS, hflip_metrics
 
-PACKAGED_MANIFEST = Path(__file__).resolve().parent / "weights_manifest.json"
+MANIFEST_NAME = "weights_manifest.json"
+# An installed package's copy, put there by the build (setup.py); a checkout has none.
+PACKAGED_MANIFEST = Path(__file__).resolve().parent / MANIFEST_NAME
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 FITS = ("crop", "squash")
 
@@ -117,8 +120,12 @@ class WeightsEntry:
 
 
 def manifest_path() -> Path:
-    """``$ZOO_MANIFEST``, else the manifest that ships inside the package."""
-    return Path(os.environ.get("ZOO_MANIFEST") or PACKAGED_MANIFEST)
+    """``$ZOO_MANIFEST``, else the checkout's top-level manifest (a clone or an editable
+    install), else the copy an installed package ships."""
+    if os.environ.get("ZOO_MANIFEST"):
+        return Path(os.environ["ZOO_MANIFEST"])
+    root = checkout_root()
+    return root / MANIFEST_NAME if root is not None else PACKAGED_MANIFEST
 
 
 def load_manifest(path: str | Path | None = None) -> list[WeightsEntry]:

@@ -1,6 +1,6 @@
 """Pretrained weights on this machine: finding, verifying, loading and adapting them.
 
-The manifest (``zoo/weights_manifest.json``: typed, validated entries) lives in
+The manifest (the top-level ``weights_manifest.json``, shipped inside the package: typed, validated entries) lives in
 ``zoo._manifest``; its names are re-exported here. Downloading from the Hub sits one layer up
 (``zoo.hub``), and ``create_model(name, pretrained=True)`` on top of both:
 1. the file is an explicit ``checkpoint_path``, else the first of ``local_dirs()`` holding it

@@ -9,13 +9,18 @@ its contiguous shard of every global batch.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from .batch_aug import BatchAugment, normalize
 from .classification import TensorDataset
+
+T = TypeVar("T")
 
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -35,11 +40,14 @@ class InMemoryLoader:
         rank: int = 0,
         world: int = 1,
         size: tuple[int, int] | None = None,
+        prefetch: int = 1,
     ):
         if batch_size % world:
             raise ValueError(f"global batch size {batch_size} must be divisible by the {world} processes")
         self.data, self.batch_size, self.train, self.seed = data, batch_size, train, seed
         self.augment, self.rank, self.world = augment, rank, world
+        # Training batches made this many steps ahead by a background thread (0: in line).
+        self.prefetch = prefetch
         self.local_batch = batch_size // world
         # Without augmentation: the images resized to this (H, W) (bilinear, antialiased), when
         # it differs from the stored size; None keeps them as they are.
@@ -56,6 +64,11 @@ class InMemoryLoader:
         return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def batches(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        made = self._batches(epoch, start_step)
+        # Each batch's randomness is its own generator's, so making it early changes nothing.
+        return prefetched(made, self.prefetch) if self.train else made
+
+    def _batches(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         if self.train:
             order = torch.randperm(n, generator=step_generator(self.seed, epoch, -1))
@@ -76,6 +89,53 @@ class InMemoryLoader:
 
     def __iter__(self):
         return self.batches(0)
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, made up to ``depth`` ahead by a background thread, so that making a batch
+    (indexing, uint8 to float, the batch augmentation: about 15% of a resnet18 step at 112 px
+    on two cores) overlaps the model's step, as a DataLoader's workers would, without a
+    process. Only for iterators whose randomness comes from their own generators: the thread
+    must not draw from (or reseed) the global RNG that dropout and DropPath use. An error in
+    the thread is raised here; closing the iterator stops the thread."""
+    if depth <= 0:
+        yield from items
+        return
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stopped = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stopped.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as err:  # handed to the consumer, which raises it
+            put((end, err))
+
+    thread = threading.Thread(target=work, name="zoo-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = slots.get()
+            if item is end:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stopped.set()
+        thread.join()
 
 
 class SampleLoader:

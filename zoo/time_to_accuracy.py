@@ -1,0 +1,182 @@
+"""The metric against the training budget: what a CPU budget buys.
+
+    python -m zoo.time_to_accuracy RUN_DIR... [--point LABEL RUN_DIR EVAL_JSON]
+        [--img-per-s R] --out PNG
+
+Each run folder (``metrics.jsonl``, ``summary.json`` and ``config.json``, as ``train.py``
+writes them) is one curve: its evaluations against the epochs trained when each was made. A
+point inside a schedule is not what a run of that length would reach, since its learning rate
+has not yet decayed; the last point of each schedule is. Curves of several schedule lengths
+together show what a shorter budget costs. The x axis is epochs, not the runs' stopwatches:
+runs that share a CPU with other work train at a speed that changes with it, so their minutes
+are not comparable; with ``--img-per-s`` (the trainer's throughput measured on a quiet machine,
+``python -m zoo.bench photos``) a second axis gives the minutes of steps at that speed. The
+table keeps each run's own stopwatch. ``--point`` adds a re-measurement of a run's final
+weights (an ``eval.py --json`` file, for example at another input size) at that run's end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ._io import atomic_write
+from .ablate_report import metric_name, read_log
+from .viz import pyplot
+
+
+@dataclass(frozen=True)
+class Curve:
+    label: str
+    run_dir: str
+    epochs: list[int]  # when each evaluation was made
+    values: list[float]  # the metric then
+    images_per_epoch: int  # training images per epoch (steps x batch)
+    minutes: float  # the run's own stopwatch at its end (evaluations included)
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    epochs: int  # the run's length
+    value: float
+    source: str
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(
+            f"{path}: not found (expected a run folder's file or an eval.py --json file)"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{path}: not valid JSON ({err})") from None
+
+
+def run_label(run_dir: Path) -> str:
+    """What the run's config says it is: model, epochs, optimizer, training size."""
+    cfg = _read_json(run_dir / "config.json")
+    size = cfg["data"].get("train_size") or "stored"
+    return f"{cfg['model']['name']}, {cfg['schedule']['epochs']} ep, {cfg['optim']['opt']}, train {size} px"
+
+
+def read_curve(run_dir: Path, metric: str) -> Curve:
+    """The run's evaluations of its raw weights (not the EMA) against its minutes of training."""
+    if not (run_dir / "summary.json").is_file():
+        raise SystemExit(f"{run_dir}: no summary.json (expected a finished run folder)")
+    evals = [r for r in read_log(run_dir) if r.get("kind") == "eval" and r.get("which") == "model"]
+    if not evals or metric not in evals[-1]:
+        raise SystemExit(f"{run_dir}/metrics.jsonl: no evaluation with {metric!r}")
+    cfg, summary = _read_json(run_dir / "config.json"), _read_json(run_dir / "summary.json")
+    last = evals[-1]
+    steps_per_epoch = last["step"] // (last["epoch"] + 1)
+    return Curve(
+        run_label(run_dir),
+        str(run_dir),
+        [r["epoch"] + 1 for r in evals],
+        [r[metric] for r in evals],
+        steps_per_epoch * cfg["data"]["batch_size"],
+        round(summary["train_wall_time_s"] / 60, 1),
+    )
+
+
+def read_point(label: str, run_dir: Path, eval_json: Path, metric: str) -> Point:
+    value = _read_json(eval_json).get(metric)
+    if value is None:
+        raise SystemExit(f"{eval_json}: no {metric!r} (expected an eval.py --json file)")
+    return Point(label, read_curve(run_dir, metric).epochs[-1], value, str(eval_json))
+
+
+def plot(
+    curves: list[Curve], points: list[Point], metric: str, title: str, out: Path, img_per_s: float = 0.0
+) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for c in curves:
+        ax.plot(c.epochs, c.values, "-o", markersize=3, label=c.label)
+        ax.annotate(
+            f"{c.values[-1]:.2f}",
+            (c.epochs[-1], c.values[-1]),
+            fontsize=7,
+            xytext=(3, -9),
+            textcoords="offset points",
+        )
+    for i, p in enumerate(points):
+        ax.plot([p.epochs], [p.value], "*", markersize=9, label=p.label)
+        ax.annotate(
+            f"{p.value:.2f}",
+            (p.epochs, p.value),
+            fontsize=7,
+            xytext=(-28, 3 - 10 * i),
+            textcoords="offset points",
+        )
+    ax.set(xlabel="epochs trained", ylabel=metric_name(metric, percent_sign=True))
+    if img_per_s and curves:
+        per_epoch = curves[0].images_per_epoch / img_per_s / 60
+        top = ax.secondary_xaxis("top", functions=(lambda e: e * per_epoch, lambda m: m / per_epoch))
+        top.set_xlabel(f"minutes of steps at {img_per_s:g} img/s", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, png.getvalue())
+    return out
+
+
+def table(curves: list[Curve], points: list[Point], metric: str) -> str:
+    name = metric_name(metric)
+    lines = [f"| run | epochs | its stopwatch (min) | {name} |", "|---|---:|---:|---:|"]
+    lines += [f"| {c.label} | {c.epochs[-1]} | {c.minutes:.1f} | {c.values[-1]:.2f} |" for c in curves]
+    lines += [f"| {p.label} | {p.epochs} | | {p.value:.2f} |" for p in points]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo.time_to_accuracy",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders, one curve each")
+    parser.add_argument(
+        "--point",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("LABEL", "RUN_DIR", "EVAL_JSON"),
+        help="a re-measurement of RUN_DIR's weights (eval.py --json), drawn at its minutes",
+    )
+    parser.add_argument("--metric", default="top1")
+    parser.add_argument(
+        "--img-per-s", type=float, default=0.0, help="a quiet trainer throughput: a minutes axis from it"
+    )
+    parser.add_argument("--title", default="", help="e.g. the CPU that trained the runs")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--json", type=Path, help="also write the curves and points here")
+    args = parser.parse_args(argv)
+    curves = [read_curve(r, args.metric) for r in args.runs]
+    points = [read_point(label, Path(r), Path(e), args.metric) for label, r, e in args.point]
+    print(f"wrote {plot(curves, points, args.metric, args.title, args.out, args.img_per_s)}")
+    if args.json:
+        data = {
+            "metric": args.metric,
+            "curves": [asdict(c) for c in curves],
+            "points": [asdict(p) for p in points],
+        }
+        atomic_write(args.json, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    print(table(curves, points, args.metric))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
