@@ -18,7 +18,6 @@ from safetensors.torch import load_file, save_file
 import zoo
 import zoo.ablate as ablate_module
 from zoo.ablate import (
-    LOCK,
     Claim,
     Comparison,
     claim,
@@ -45,13 +44,13 @@ from zoo.ablate_report import (
     matrix_markdown,
     plot_cbam,
     plot_cost,
-    read_log,
     render_table,
     splice,
     write_report,
 )
 from zoo.config import ConfigError, load_config
 from zoo.engine import train
+from zoo.engine.run_folder import RUNNER_LOCK, read_metrics
 from zoo.weights import load_manifest
 
 from .conftest import REPO
@@ -175,7 +174,7 @@ def test_runner_skips_finished_resumes_interrupted_a_rerun_changes_nothing_and_p
     assert "base seed" not in out  # finished runs are not touched
     assert all(r.state() == "done" for r in runs)
     assert json.loads((interrupted.out_dir / "summary.json").read_text())["step"] == 4
-    steps = [r["step"] for r in read_log(interrupted.out_dir) if r["kind"] == "train"]
+    steps = [r["step"] for r in read_metrics(interrupted.out_dir) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4]  # the resumed log reads as one run
 
     before = _snapshot(tmp_path / "runs")
@@ -284,7 +283,7 @@ def test_a_run_held_by_another_runner_is_skipped_and_its_lock_dies_with_it(tmp_p
     run = plan(m)[0]
     run.out_dir.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run.out_dir / LOCK)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(run.out_dir / RUNNER_LOCK)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout.readline().strip() == "locked"
     with claim(run) as mine:
@@ -292,7 +291,7 @@ def test_a_run_held_by_another_runner_is_skipped_and_its_lock_dies_with_it(tmp_p
     holder.kill()
     holder.wait()
     with claim(run) as mine:  # the killed runner's lock is gone with it
-        assert mine and (run.out_dir / LOCK).read_text().strip() == str(os.getpid())
+        assert mine and (run.out_dir / RUNNER_LOCK).read_text().strip() == str(os.getpid())
         with claim(run) as again:  # and one runner never takes a run twice
             assert not again
 

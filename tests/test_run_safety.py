@@ -60,7 +60,7 @@ def test_a_folder_killed_before_its_first_checkpoint_starts_afresh(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from zoo.engine.trainer import RunLock
+from zoo.engine.run_folder import RunLock
 RunLock(Path(sys.argv[1])).acquire()
 print("locked", flush=True)
 time.sleep(60)

@@ -19,7 +19,7 @@ from zoo.ablate import load_matrix, plan, run_matrix
 from zoo.engine import RunInterrupted, train
 from zoo.engine import trainer as trainer_module
 from zoo.engine.checkpoint import load_checkpoint
-from zoo.engine.trainer import RunLock
+from zoo.engine.run_folder import RunLock
 
 from .conftest import REPO, run_env
 from .test_ablate import _matrix

@@ -32,10 +32,8 @@ the manifest instead).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import fnmatch
 import json
-import os
 import shlex
 import sys
 import time
@@ -55,10 +53,10 @@ from .engine.autotune import candidates, fastest, time_settings
 from .engine.checkpoint import model_from_config, save_weights, write_json
 from .engine.distributed import resolve_device
 from .engine.evaluator import evaluate_run
+from .engine.run_folder import CHECKPOINT, CONFIG, DIVERGED, RUNNER_LOCK, SUMMARY, WEIGHTS, RunLock, read_json
 from .engine.tasks import get_task
 from .weights import BackboneSource, SeedSpread, add_entry, load_manifest, parse_safetensors
 
-SUMMARY, DIVERGED, CHECKPOINT, LOCK = "summary.json", "diverged.json", "last.ckpt", ".ablate.lock"
 # The metrics a published weight records, per task, and the scale of each task's numbers
 # (percent for classification and segmentation, a fraction for detection's mAP).
 PUBLISHED_METRICS = {
@@ -129,7 +127,10 @@ class Matrix:
 
 
 @dataclass(frozen=True)
-class Run:
+class MatrixRun:
+    """One (row, seed) of a matrix, or one value of a sweep: its folder and the overrides it
+    trains with. (The trainer's ``Run`` is the live state of a run being trained.)"""
+
     row: Row
     seed: int
     out_dir: Path
@@ -158,11 +159,11 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """What the trainer wrote at the end: final metrics, steps, wall time."""
-        return json.loads((self.out_dir / SUMMARY).read_text(encoding="utf-8"))
+        return read_json(self.out_dir, SUMMARY)
 
     def trained_config(self) -> dict[str, Any]:
         """The resolved config the run trained with (``auto`` settings as chosen)."""
-        return json.loads((self.out_dir / "config.json").read_text(encoding="utf-8"))
+        return read_json(self.out_dir, CONFIG)
 
 
 def _fields(cls, data: Any, where: str) -> dict:
@@ -258,14 +259,14 @@ def _row_overrides(row: Row) -> list[str]:
     return out + [f"model.args.{k}={json.dumps(v)}" for k, v in row.args.items()]  # JSON is YAML
 
 
-def plan(matrix: Matrix) -> list[Run]:
+def plan(matrix: Matrix) -> list[MatrixRun]:
     """Every run of the matrix in the order ``run`` takes them: the first seed of every row,
     then the sweeps, then the further seeds."""
 
-    def matrix_run(row: Row, seed: int) -> Run:
+    def matrix_run(row: Row, seed: int) -> MatrixRun:
         out = matrix.out_dir / row.name / f"seed{seed}"
         ov = [*_row_overrides(row), f"train.seed={seed}", f"train.out_dir={out}"]
-        return Run(row, seed, out, tuple(ov))
+        return MatrixRun(row, seed, out, tuple(ov))
 
     first, *rest = matrix.seeds
     runs = [matrix_run(r, first) for r in matrix.rows]
@@ -281,22 +282,22 @@ def plan(matrix: Matrix) -> list[Run]:
                     f"train.seed={s.seed}",
                     f"train.out_dir={out}",
                 ]
-                runs.append(Run(row, s.seed, out, tuple(ov), s.name, value))
+                runs.append(MatrixRun(row, s.seed, out, tuple(ov), s.name, value))
     runs += [matrix_run(r, seed) for seed in rest for r in matrix.rows]
     return runs
 
 
-def first_seed_runs(matrix: Matrix) -> list[Run]:
+def first_seed_runs(matrix: Matrix) -> list[MatrixRun]:
     """Each row's run with the matrix's first seed (the one whose weights are published)."""
     return [r for r in plan(matrix) if not r.sweep and r.seed == matrix.seeds[0]]
 
 
-def finished_seeds(matrix: Matrix, row: Row) -> list[Run]:
+def finished_seeds(matrix: Matrix, row: Row) -> list[MatrixRun]:
     """The row's matrix runs (not sweeps) that have finished, in seed order."""
     return [r for r in plan(matrix) if r.row is row and not r.sweep and r.state() == "done"]
 
 
-def select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
+def select(runs: list[MatrixRun], only: str | list[str] | None) -> list[MatrixRun]:
     """Runs whose label or row name matches one of the fnmatch patterns (all when None), in
     plan order."""
     if not only:
@@ -309,7 +310,7 @@ def select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
     ]
 
 
-def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
+def execute(run: MatrixRun, matrix: Matrix, extra: list[str] = ()) -> str:
     """Train one run to its end (resuming if it was interrupted); return its final state."""
     cfg = load_config(matrix.recipe, [*run.overrides, *extra])
     resume = run.state() == "interrupted"
@@ -323,26 +324,21 @@ def execute(run: Run, matrix: Matrix, extra: list[str] = ()) -> str:
 
 
 @contextmanager
-def claim(run: Run):
+def claim(run: MatrixRun):
     """Yield True if this process may train ``run``: no other runner holds its lock. Two
     runners (one per core, say) can then work through one matrix side by side. The lock is
     an OS file lock (``flock``), so it is taken atomically and dies with its process: a killed
-    runner never blocks the next one."""
+    runner never blocks the next one. (Its own file: the trainer takes the folder's train lock
+    itself, inside the claim.)"""
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    with open(run.out_dir / LOCK, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")  # for people: who holds it
-        f.flush()
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = RunLock(run.out_dir, RUNNER_LOCK)
+    if not lock.try_acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def run_matrix(
@@ -384,7 +380,7 @@ def summary_device(summary: dict[str, Any]) -> str:
     return summary.get("device", "cpu")
 
 
-def _estimate_seconds(run: Run, matrix: Matrix) -> float:
+def _estimate_seconds(run: MatrixRun, matrix: Matrix) -> float:
     """Training time of the same row's finished CPU runs (0 when none has finished): a seed
     trained on a GPU says nothing of how long one takes here."""
     summaries = [r.summary() for r in finished_seeds(matrix, run.row)]
@@ -392,7 +388,7 @@ def _estimate_seconds(run: Run, matrix: Matrix) -> float:
     return max(times) if times and not run.sweep else 0.0
 
 
-def training_command(matrix: Matrix, run: Run) -> str:
+def training_command(matrix: Matrix, run: MatrixRun) -> str:
     """The one ``train.py`` command that trains ``run`` on its own, into a fresh folder under
     ``runs/`` (the run's own folder holds its committed results, and the trainer refuses to
     start over a finished run; the folder changes nothing it computes)."""
@@ -427,7 +423,7 @@ def publish(
     for run in first_seed_runs(matrix):
         if not run.row.tag:
             continue
-        name, weights = f"{run.row.model}.{run.row.tag}", run.out_dir / "model.safetensors"
+        name, weights = f"{run.row.model}.{run.row.tag}", run.out_dir / WEIGHTS
         if name in known and not replace:
             continue
         if run.state() != "done" or not weights.is_file():

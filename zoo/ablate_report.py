@@ -13,7 +13,6 @@ dataset beside its difference on the others.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -26,10 +25,11 @@ from safetensors.torch import load_file
 
 from ._builder import create_model, model_info
 from ._io import atomic_write
-from .ablate import Claim, Comparison, Matrix, Run, first_seed_runs, load_matrix, plan, summary_device
+from .ablate import Claim, Comparison, Matrix, MatrixRun, first_seed_runs, load_matrix, plan, summary_device
 from .config import ConfigError, RunConfig
 from .data import dataset_info, load_dataset, normalize
 from .engine.checkpoint import write_json
+from .engine.run_folder import WEIGHTS, read_metrics
 from .explain import attention_maps, attention_rollout, grad_cam, heatmap_overlay
 from .models.vit import VisionTransformer
 from .readme import splice_block
@@ -135,21 +135,9 @@ class SweepResult:
 # -- reading run folders -----------------------------------------------------------------
 
 
-def read_log(run_dir: Path) -> list[dict]:
-    """metrics.jsonl as one run: where a resumed run logged a step again, the later record wins."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    keyed: dict[tuple, dict] = {}
-    for r in records:
-        keyed[(r.get("kind"), r.get("which"), r.get("step"), r.get("amp_bf16"), r.get("channels_last"))] = r
-    return sorted(keyed.values(), key=lambda r: (r.get("step", -1), str(r.get("kind"))))
-
-
-def seed_result(run: Run, metric: str) -> SeedResult:
+def seed_result(run: MatrixRun, metric: str) -> SeedResult:
     summary, config = run.summary(), run.trained_config()
-    speeds = [r["img_per_s"] for r in read_log(run.out_dir) if r.get("kind") == "train"]
+    speeds = [r["img_per_s"] for r in read_metrics(run.out_dir) if r.get("kind") == "train"]
     return SeedResult(
         seed=run.seed,
         value=float(summary["final"][metric]),
@@ -204,7 +192,7 @@ def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
                     ema = seed_result(run, metric).value
                     raw = [
                         r
-                        for r in read_log(run.out_dir)
+                        for r in read_metrics(run.out_dir)
                         if r.get("kind") == "eval" and r.get("which") == "model"
                     ]
                     value = raw[-1][metric]
@@ -366,7 +354,7 @@ def matrix_markdown(matrix: Matrix, norms: dict[str, list[float]] | None = None)
 def epoch_curves(run_dir: Path, metric: str = "top1") -> tuple[list[int], list[float], list[float]]:
     """(epochs, mean training loss of the epoch, the metric of the raw weights after it), for
     the epochs that were evaluated."""
-    log = read_log(run_dir)
+    log = read_metrics(run_dir)
     losses: dict[int, list[float]] = {}
     for r in log:
         if r.get("kind") == "train":
@@ -653,7 +641,7 @@ def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
     """``n`` evaluation images (spread over the classes) and each published row's map of them,
     from its first seed's weights: one column per row."""
     cfg = recipe_of(matrix)
-    runs = [r for r in first_seed_runs(matrix) if r.row.tag and (r.out_dir / "model.safetensors").is_file()]
+    runs = [r for r in first_seed_runs(matrix) if r.row.tag and (r.out_dir / WEIGHTS).is_file()]
     if not runs:
         return []
     data = load_dataset(cfg.data.dataset, cfg.data.eval_split)
@@ -669,7 +657,7 @@ def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
             num_classes=info.num_classes,
             **architecture_args(run.row.args),
         )
-        model.load_state_dict(load_file(run.out_dir / "model.safetensors"))
+        model.load_state_dict(load_file(run.out_dir / WEIGHTS))
         model.eval()
         kind, heat = explanation(model, x)
         with torch.no_grad():
@@ -709,10 +697,8 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
         pictures += plot_gradients(norms, out)
     if "cbam_attention" in matrix.extras:
         cbam = next((r for r in first_seed_runs(matrix) if r.row.model.startswith("cbam_")), None)
-        if cbam is not None and (cbam.out_dir / "model.safetensors").is_file():
-            pictures += plot_cbam(
-                cbam.out_dir / "model.safetensors", cbam.row.args, out, model_name=cbam.row.model
-            )
+        if cbam is not None and (cbam.out_dir / WEIGHTS).is_file():
+            pictures += plot_cbam(cbam.out_dir / WEIGHTS, cbam.row.args, out, model_name=cbam.row.model)
     if "explain" in matrix.extras:
         pictures += plot_explain(matrix, out)
     results = {

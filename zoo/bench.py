@@ -61,6 +61,7 @@ from .engine import get_task, train
 from .engine.autotune import Trial, autocast, candidates, fastest, native_bf16, synchronize, time_settings
 from .engine.checkpoint import model_from_config
 from .engine.distributed import resolve_device
+from .engine.run_folder import read_metrics
 from .layers import DeformConv2d
 from .weights import WeightsEntry, WeightsError, find_weights
 
@@ -289,7 +290,7 @@ def zoo_trainer(
             ]
             env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-        records = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines()]
+        records = read_metrics(Path(out))
     rates = [r["img_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return statistics.median(rates)
 

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ._io import atomic_write
-from .ablate_report import metric_name, read_log
+from .ablate_report import metric_name
+from .engine.run_folder import CONFIG, SUMMARY, RunFolderError, read_json, read_metrics
 from .viz import pyplot
 
 
@@ -60,19 +61,19 @@ def _read_json(path: Path) -> dict:
 
 def run_label(run_dir: Path) -> str:
     """What the run's config says it is: model, epochs, optimizer, training size."""
-    cfg = _read_json(run_dir / "config.json")
+    cfg = read_json(run_dir, CONFIG)
     size = cfg["data"].get("train_size") or "stored"
     return f"{cfg['model']['name']}, {cfg['schedule']['epochs']} ep, {cfg['optim']['opt']}, train {size} px"
 
 
 def read_curve(run_dir: Path, metric: str) -> Curve:
     """The run's evaluations of its raw weights (not the EMA) against its minutes of training."""
-    if not (run_dir / "summary.json").is_file():
+    if not (run_dir / SUMMARY).is_file():
         raise SystemExit(f"{run_dir}: no summary.json (expected a finished run folder)")
-    evals = [r for r in read_log(run_dir) if r.get("kind") == "eval" and r.get("which") == "model"]
+    evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval" and r.get("which") == "model"]
     if not evals or metric not in evals[-1]:
         raise SystemExit(f"{run_dir}/metrics.jsonl: no evaluation with {metric!r}")
-    cfg, summary = _read_json(run_dir / "config.json"), _read_json(run_dir / "summary.json")
+    cfg, summary = read_json(run_dir, CONFIG), read_json(run_dir, SUMMARY)
     last = evals[-1]
     steps_per_epoch = last["step"] // (last["epoch"] + 1)
     return Curve(
@@ -164,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--json", type=Path, help="also write the curves and points here")
     args = parser.parse_args(argv)
+    try:
+        return _report(args)
+    except RunFolderError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _report(args) -> int:
     curves = [read_curve(r, args.metric) for r in args.runs]
     points = [read_point(label, Path(r), Path(e), args.metric) for label, r, e in args.point]
     print(f"wrote {plot(curves, points, args.metric, args.title, args.out, args.img_per_s)}")

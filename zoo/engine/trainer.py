@@ -18,8 +18,6 @@ progress, with that step checkpointed (``RunInterrupted``).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import os
 import signal
 import threading
@@ -49,24 +47,22 @@ from .checkpoint import (
 )
 from .distributed import DistInfo, cleanup, describe_device, init_distributed
 from .evaluator import evaluate
-from .tasks import Task, get_task
-
-CHECKPOINT, CONFIG, METRICS, WEIGHTS, SUMMARY, LOCK = (
-    "last.ckpt",
-    "config.json",
-    "metrics.jsonl",
-    "model.safetensors",
-    "summary.json",
-    "train.lock",
+from .run_folder import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    WEIGHTS,
+    MetricsLog,
+    RunLock,
+    check_fresh_folder,
+    truncate_log,
 )
+from .tasks import Task, get_task
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-class RunFolderError(RuntimeError):
-    """The run folder is in use, or holds a run that this call would overwrite."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -115,87 +111,6 @@ class RunInterrupted(KeyboardInterrupt):
     def exit_status(self) -> int:
         """128 + the signal's number, as a shell reports a process that the signal ended."""
         return 128 + self.signum
-
-
-# -- the run folder ------------------------------------------------------------------------
-
-
-class RunLock:
-    """An exclusive lock on a run folder, held by this process until ``release`` (or its
-    death: the kernel drops a ``flock`` with the process, so a killed run's lock is stale by
-    construction and the next run simply takes it). The file names the holder's PID."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / LOCK
-        self._fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunFolderError(
-                f"{self.path.parent} is in use by another run (process {holder} holds {self.path}); "
-                "wait for it to finish, or choose another train.out_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
-def check_fresh_folder(out: Path) -> None:
-    """A run without ``--resume`` may start only where no run's work would be lost: a folder
-    with a checkpoint, weights or a summary is refused. (A folder with only a config and a log,
-    from a run killed before its first checkpoint, holds nothing to resume and is restarted.)"""
-    found = [name for name in (CHECKPOINT, WEIGHTS, SUMMARY) if (out / name).exists()]
-    if found:
-        step = ""
-        if (out / CHECKPOINT).exists():
-            try:
-                step = f" (last.ckpt at step {load_checkpoint(out / CHECKPOINT)['step']})"
-            except Exception:
-                step = ""
-        raise RunFolderError(
-            f"train.out_dir {out} already holds a run{step}: {', '.join(found)}. Continue it with "
-            "--resume, or choose a new train.out_dir (or move the old folder aside yourself)"
-        )
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the records of ``metrics.jsonl`` up to ``step`` (a resumed run's log then reads as
-    one run); a fresh start (``step`` 0) empties it."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if step > 0 and record.get("step", 0) <= step:
-            kept.append(line)
-    path.write_text("".join(f"{line}\n" for line in kept))
-
-
-class MetricsLog:
-    """JSON lines, one record per log step or evaluation, appended and flushed at once."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, **record: Any) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 # -- resuming ------------------------------------------------------------------------------
