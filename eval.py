@@ -47,10 +47,19 @@ def pictures(ev: Evaluation, overlays: int, boxes: int, sampling: bool) -> dict:
     if boxes:
         path = f"runs/eval/{name}_boxes.png"
         out["boxes"] = str(save_detection_boxes(ev.model, ev.loader, ev.info, boxes, path))
-    if sampling:  # on the first image, at the centre of the most confident detection
+    head = getattr(ev.model, "head_conv", None)
+    if sampling and head != "deform":  # known only once the weights are loaded: a note, not a crash
+        print(
+            f"--save-sampling: {name} has no deformable head (head_conv={head!r}); no picture",
+            file=sys.stderr,
+        )
+    elif sampling:  # on the first image, at the centre of the most confident detection
         image = next(iter(ev.loader.batches(0)))[0][0].to(ev.device)
         path = f"runs/eval/{name}_sampling.png"
-        out["sampling"] = str(save_sampling_points(ev.model, image, ev.info, path))
+        try:
+            out["sampling"] = str(save_sampling_points(ev.model, image, ev.info, path))
+        except ValueError as err:  # nothing detected in the image: no head location to show
+            print(f"--save-sampling: {err}", file=sys.stderr)
     return {"pictures": out} if out else {}
 
 

@@ -154,3 +154,14 @@ def test_detection_flips_are_named_for_what_they_do():
 def test_the_description_is_typed_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         dataset_info("camvid").ignore_index = 0
+
+
+def test_registration_refuses_an_inconsistent_description():
+    toy = DatasetInfo("toy_fit", "classification", ("a", "b"), 1, (0.5,), (0.25,), ("train",))
+    with pytest.raises(
+        ValueError, match=r"'toy_fit': fit must be one of \('crop', 'squash'\), got 'stretch'"
+    ):
+        registry_module.register_dataset(dataclasses.replace(toy, fit="stretch"), lambda split, d: None)
+    with pytest.raises(ValueError, match="'toy_fit': mean and std need 1 values each"):
+        registry_module.register_dataset(dataclasses.replace(toy, mean=(0.5, 0.5)), lambda split, d: None)
+    assert "toy_fit" not in list_datasets()

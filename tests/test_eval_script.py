@@ -134,3 +134,15 @@ def test_the_eval_loader_resizes_only_when_the_size_differs():
     assert torch.equal(same, plain)  # the stored size: untouched, no resampling
     small = next(iter(InMemoryLoader(data, 4, train=False, size=(8, 8)).batches()))[0]
     assert small.shape == (4, 3, 8, 8)
+
+
+def test_save_sampling_on_a_model_without_a_deformable_head_keeps_the_results(capsys):
+    # A checkpoint's head is known only once it is loaded, after the evaluation: a note, no crash.
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("zoo_eval_script", REPO / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ev = SimpleNamespace(result={"name": "fcos_resnet18.mine"}, model=SimpleNamespace(head_conv="plain"))
+    assert module.pictures(ev, 0, 0, True) == {}
+    assert "fcos_resnet18.mine has no deformable head (head_conv='plain')" in capsys.readouterr().err

@@ -57,15 +57,6 @@ from .engine.run_folder import CHECKPOINT, CONFIG, DIVERGED, RUNNER_LOCK, SUMMAR
 from .engine.tasks import get_task
 from .weights import BackboneSource, SeedSpread, add_entry, load_manifest, parse_safetensors
 
-# The metrics a published weight records, per task, and the scale of each task's numbers
-# (percent for classification and segmentation, a fraction for detection's mAP).
-PUBLISHED_METRICS = {
-    "classification": ("top1", "top5"),
-    "segmentation": ("miou", "pixel_acc"),
-    "detection": ("map", "map_50", "map_75"),
-}
-METRIC_SCALE = {"classification": 1.0, "segmentation": 1.0, "detection": 0.01}
-
 
 @dataclass(frozen=True)
 class Row:
@@ -442,9 +433,9 @@ def publish(
         )
         ev = evaluate_run(run.row.model, weights)
         height, width = ev.info.input_size  # the images the run trained on, not the registry's default
-        measured = {k: float(ev.result[k]) for k in PUBLISHED_METRICS[ev.task.name]}
+        measured = {k: float(ev.result[k]) for k in ev.task.published_metrics}
         m = matrix.metric
-        if abs(measured[m] - summary["final"][m]) > tolerance * METRIC_SCALE[ev.task.name]:
+        if abs(measured[m] - summary["final"][m]) > tolerance * ev.task.metric_scale:
             raise RuntimeError(
                 f"{weights}: re-measured {m} {measured[m]} differs from the run's {summary['final'][m]}"
             )

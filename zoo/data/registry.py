@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._manifest import FITS
 from .._paths import user_cache_dir
 from .._tasks import TASKS
 
@@ -89,6 +90,8 @@ def register_dataset(info: DatasetInfo, load: Callable[[str, str | None], Any]) 
         raise ValueError(f"dataset {info.name!r} is already registered")
     if len(info.mean) != info.in_chans or len(info.std) != info.in_chans:
         raise ValueError(f"dataset {info.name!r}: mean and std need {info.in_chans} values each")
+    if info.fit not in FITS:  # a weight trained on it records this, and the manifest allows only these
+        raise ValueError(f"dataset {info.name!r}: fit must be one of {FITS}, got {info.fit!r}")
     _DATASETS[info.name] = (info, load)
 
 

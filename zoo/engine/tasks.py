@@ -63,6 +63,8 @@ class Task:
     name = ""
     primary_metric = ""  # the headline number, compared by eval.py --all
     tolerance = 0.0  # how far a re-measured metric may drift from the recorded one
+    published_metrics: tuple[str, ...] = ()  # what a published weight's manifest entry records
+    metric_scale = 1.0  # one point of the metrics in their own unit: 1 for percent, 0.01 for a fraction
     eval_batch_size = 8  # eval.py's default: what fits in memory at the task's image sizes
     data_keys: frozenset[str] = frozenset()  # the data.* keys it reads besides COMMON_DATA_KEYS
 
@@ -150,6 +152,7 @@ class ClassificationTask(Task):
     name = "classification"
     primary_metric = "top1"
     tolerance = 0.1  # percentage points; CPU kernels may differ in the last bits across machines
+    published_metrics = ("top1", "top5")
     eval_batch_size = 250  # small images
     data_keys = frozenset({"crop_padding", "hflip", "random_erasing", "rrc_scale", "train_size"})
 
@@ -244,6 +247,7 @@ class SegmentationTask(Task):
     name = "segmentation"
     primary_metric = "miou"
     tolerance = 0.1  # percentage points
+    published_metrics = ("miou", "pixel_acc")
     aux_weight = 0.4  # weight of the auxiliary head's loss, as in torchvision's reference recipe
     data_keys = frozenset({"crop_size", "scale_range", "hflip", "class_weights"})
 
@@ -343,6 +347,8 @@ class DetectionTask(Task):
     name = "detection"
     primary_metric = "map_50"
     tolerance = 0.005  # mAP as a fraction
+    published_metrics = ("map", "map_50", "map_75")
+    metric_scale = 0.01
     data_keys = frozenset({"crop_size", "scale_range", "hflip", "vflip"})
 
     def build_loaders(self, cfg, rank=0, world=1):
