@@ -27,7 +27,12 @@ from zoo.engine.checkpoint import write_json
 from zoo.engine.distributed import resolve_device
 from zoo.engine.evaluator import differences, lookup
 from zoo.tasks_use import get_use, list_uses
-from zoo.viz import save_detection_boxes, save_sampling_points, save_segmentation_overlays
+from zoo.viz import (
+    NothingDetectedError,
+    save_detection_boxes,
+    save_sampling_points,
+    save_segmentation_overlays,
+)
 from zoo.weights import WeightsError, find_weights, load_manifest
 
 # eval.py's picture options, as an error names them, and the arguments they set. A task's
@@ -58,7 +63,7 @@ def pictures(ev: Evaluation, overlays: int, boxes: int, sampling: bool) -> dict:
         path = f"runs/eval/{name}_sampling.png"
         try:
             out["sampling"] = str(save_sampling_points(ev.model, image, ev.info, path))
-        except ValueError as err:  # nothing detected in the image: no head location to show
+        except NothingDetectedError as err:  # no head location to show
             print(f"--save-sampling: {err}", file=sys.stderr)
     return {"pictures": out} if out else {}
 

@@ -9,13 +9,14 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 MANIFEST = "weights_manifest.json"
+HERE = Path(__file__).resolve().parent
 
 
 class BuildPyWithManifest(build_py):
     def run(self):
         super().run()
-        if not self.editable_mode:
-            self.copy_file(MANIFEST, str(Path(self.build_lib) / "zoo" / MANIFEST))
+        if not getattr(self, "editable_mode", False):  # the attribute came with setuptools 64
+            self.copy_file(str(HERE / MANIFEST), str(Path(self.build_lib) / "zoo" / MANIFEST))
 
 
 setup(cmdclass={"build_py": BuildPyWithManifest})

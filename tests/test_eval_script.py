@@ -14,11 +14,17 @@ from .conftest import REPO
 
 
 @pytest.fixture
-def eval_script(monkeypatch):
-    """eval.py as a module whose evaluations fail the test if they are reached."""
+def eval_module():
     spec = importlib.util.spec_from_file_location("zoo_eval_script", REPO / "eval.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def eval_script(monkeypatch, eval_module):
+    """eval.py as a module whose evaluations fail the test if they are reached."""
+    module = eval_module
 
     def never(*args, **kwargs):
         raise AssertionError("an evaluation ran before the arguments were checked")
@@ -136,13 +142,10 @@ def test_the_eval_loader_resizes_only_when_the_size_differs():
     assert small.shape == (4, 3, 8, 8)
 
 
-def test_save_sampling_on_a_model_without_a_deformable_head_keeps_the_results(capsys):
+def test_save_sampling_on_a_model_without_a_deformable_head_keeps_the_results(eval_module, capsys):
     # A checkpoint's head is known only once it is loaded, after the evaluation: a note, no crash.
     from types import SimpleNamespace
 
-    spec = importlib.util.spec_from_file_location("zoo_eval_script", REPO / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     ev = SimpleNamespace(result={"name": "fcos_resnet18.mine"}, model=SimpleNamespace(head_conv="plain"))
-    assert module.pictures(ev, 0, 0, True) == {}
+    assert eval_module.pictures(ev, 0, 0, True) == {}
     assert "fcos_resnet18.mine has no deformable head (head_conv='plain')" in capsys.readouterr().err

@@ -27,7 +27,9 @@ def _prefetch_threads():
 def test_prefetched_batches_are_the_in_line_ones_in_order():
     for epoch, start in [(0, 0), (2, 3)]:
         inline = list(_loader(0).batches(epoch, start))
+        rng = torch.get_rng_state()
         ahead = list(_loader(2).batches(epoch, start))
+        assert torch.equal(torch.get_rng_state(), rng)  # the thread left the global RNG alone
         assert len(ahead) == len(inline) == 5 - start
         for (x, y), (xa, ya) in zip(inline, ahead):
             assert torch.equal(x, xa) and torch.equal(y, ya)

@@ -5,12 +5,13 @@ import pytest
 from zoo.time_to_accuracy import main, read_curve
 
 
-def _run(folder, epochs, accs, batch=10, steps_per_epoch=5, minutes=12.0):
+def _run(folder, epochs, accs, batch=10, steps_per_epoch=5, minutes=12.0, max_steps=0):
     folder.mkdir(parents=True)
     cfg = {"model": {"name": "resnet18"}, "schedule": {"epochs": epochs}, "optim": {"opt": "adamw"}}
-    cfg["data"] = {"batch_size": batch, "train_size": 112}
+    cfg["data"], cfg["train"] = {"batch_size": batch, "train_size": 112}, {"max_steps": max_steps}
     (folder / "config.json").write_text(json.dumps(cfg))
-    (folder / "summary.json").write_text(json.dumps({"train_wall_time_s": minutes * 60}))
+    summary = {"train_wall_time_s": minutes * 60, "step": max_steps or epochs * steps_per_epoch}
+    (folder / "summary.json").write_text(json.dumps(summary))
     lines = []
     for i, acc in enumerate(accs):
         epoch = (i + 1) * epochs // len(accs) - 1
@@ -56,3 +57,14 @@ def test_unfinished_or_wrong_folders_are_refused_by_name(tmp_path):
     other = _run(tmp_path / "other", 10, [40.0])
     with pytest.raises(SystemExit, match="no evaluation with 'miou'"):
         read_curve(other, "miou")
+    cut = _run(tmp_path / "cut", 10, [40.0], max_steps=7)
+    with pytest.raises(SystemExit, match="cut: stopped at step 7 .*only whole schedules"):
+        read_curve(cut, "top1")
+
+
+def test_a_minutes_axis_needs_runs_with_the_same_epochs(tmp_path):
+    a = _run(tmp_path / "a", 10, [40.0], batch=10)
+    b = _run(tmp_path / "b", 10, [45.0], batch=20)
+    with pytest.raises(SystemExit, match="differ in images per epoch or training size"):
+        main([str(a), str(b), "--img-per-s", "50", "--out", str(tmp_path / "x.png")])
+    assert main([str(a), str(b), "--out", str(tmp_path / "x.png")]) == 0

@@ -41,7 +41,7 @@ from .models.fcos import FCOS
 from .models.vit import VisionTransformer
 from .predict import ImageReadError, Preprocess, output_stems, read_image
 from .tasks_use import ModelCard, as_rgb, get_use
-from .viz import pyplot, save_sampling_points
+from .viz import NothingDetectedError, pyplot, save_sampling_points
 
 
 def _to_image_size(maps: torch.Tensor, size) -> torch.Tensor:
@@ -344,7 +344,7 @@ def show_sampling(s: Subject, record: dict) -> None:
     )
     try:
         record["pictures"]["sampling"] = str(save_sampling_points(s.model, s.x[0], info, s.path("sampling")))
-    except ValueError as err:  # nothing detected: no location to show
+    except NothingDetectedError as err:  # no location to show
         record.setdefault("notes", {})["sampling"] = str(err)
 
 

@@ -12,7 +12,7 @@ runs that share a CPU with other work train at a speed that changes with it, so 
 are not comparable; with ``--img-per-s`` (the trainer's throughput measured on a quiet machine,
 ``python -m zoo.bench photos``) a second axis gives the minutes of steps at that speed. The
 table keeps each run's own stopwatch. ``--point`` adds a re-measurement of a run's final
-weights (an ``eval.py --json`` file, for example at another input size) at that run's end.
+weights (the JSON ``eval.py --out`` writes, for example at another input size) at that run's end.
 """
 
 from __future__ import annotations
@@ -34,29 +34,19 @@ from .viz import pyplot
 class Curve:
     label: str
     run_dir: str
-    epochs: list[int]  # when each evaluation was made
+    epochs: list[float]  # when each evaluation was made
     values: list[float]  # the metric then
     images_per_epoch: int  # training images per epoch (steps x batch)
+    train_size: int  # the training crops' side (0: the stored images)
     minutes: float  # the run's own stopwatch at its end (evaluations included)
 
 
 @dataclass(frozen=True)
 class Point:
     label: str
-    epochs: int  # the run's length
+    epochs: float  # the run's length
     value: float
     source: str
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(
-            f"{path}: not found (expected a run folder's file or an eval.py --json file)"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise SystemExit(f"{path}: not valid JSON ({err})") from None
 
 
 def run_label(run_dir: Path) -> str:
@@ -67,29 +57,36 @@ def run_label(run_dir: Path) -> str:
 
 
 def read_curve(run_dir: Path, metric: str) -> Curve:
-    """The run's evaluations of its raw weights (not the EMA) against its minutes of training."""
+    """The run's evaluations of its raw weights (not the EMA) against the epochs trained."""
     if not (run_dir / SUMMARY).is_file():
         raise SystemExit(f"{run_dir}: no summary.json (expected a finished run folder)")
     evals = [r for r in read_metrics(run_dir) if r.get("kind") == "eval" and r.get("which") == "model"]
     if not evals or metric not in evals[-1]:
         raise SystemExit(f"{run_dir}/metrics.jsonl: no evaluation with {metric!r}")
     cfg, summary = read_json(run_dir, CONFIG), read_json(run_dir, SUMMARY)
-    last = evals[-1]
-    steps_per_epoch = last["step"] // (last["epoch"] + 1)
+    epochs = cfg["schedule"]["epochs"]
+    if cfg["train"].get("max_steps") or summary["step"] % epochs:
+        raise SystemExit(
+            f"{run_dir}: stopped at step {summary['step']} (train.max_steps), not at the end of its "
+            f"{epochs} epochs; only whole schedules are compared"
+        )
+    steps_per_epoch = summary["step"] // epochs
     return Curve(
         run_label(run_dir),
         str(run_dir),
-        [r["epoch"] + 1 for r in evals],
+        [r["step"] / steps_per_epoch for r in evals],
         [r[metric] for r in evals],
         steps_per_epoch * cfg["data"]["batch_size"],
+        cfg["data"].get("train_size") or 0,
         round(summary["train_wall_time_s"] / 60, 1),
     )
 
 
 def read_point(label: str, run_dir: Path, eval_json: Path, metric: str) -> Point:
-    value = _read_json(eval_json).get(metric)
+    result = read_json(eval_json.parent, eval_json.name)
+    value = result.get(metric) if isinstance(result, dict) else None
     if value is None:
-        raise SystemExit(f"{eval_json}: no {metric!r} (expected an eval.py --json file)")
+        raise SystemExit(f"{eval_json}: no {metric!r} (expected the JSON that eval.py --out writes)")
     return Point(label, read_curve(run_dir, metric).epochs[-1], value, str(eval_json))
 
 
@@ -118,7 +115,7 @@ def plot(
         )
     ax.set(xlabel="epochs trained", ylabel=metric_name(metric, percent_sign=True))
     if img_per_s and curves:
-        per_epoch = curves[0].images_per_epoch / img_per_s / 60
+        per_epoch = curves[0].images_per_epoch / img_per_s / 60  # main() checked they all agree
         top = ax.secondary_xaxis("top", functions=(lambda e: e * per_epoch, lambda m: m / per_epoch))
         top.set_xlabel(f"minutes of steps at {img_per_s:g} img/s", fontsize=8)
     if title:
@@ -129,7 +126,6 @@ def plot(
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, png.getvalue())
     return out
 
@@ -137,8 +133,8 @@ def plot(
 def table(curves: list[Curve], points: list[Point], metric: str) -> str:
     name = metric_name(metric)
     lines = [f"| run | epochs | its stopwatch (min) | {name} |", "|---|---:|---:|---:|"]
-    lines += [f"| {c.label} | {c.epochs[-1]} | {c.minutes:.1f} | {c.values[-1]:.2f} |" for c in curves]
-    lines += [f"| {p.label} | {p.epochs} | | {p.value:.2f} |" for p in points]
+    lines += [f"| {c.label} | {c.epochs[-1]:g} | {c.minutes:.1f} | {c.values[-1]:.2f} |" for c in curves]
+    lines += [f"| {p.label} | {p.epochs:g} | | {p.value:.2f} |" for p in points]
     return "\n".join(lines)
 
 
@@ -155,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar=("LABEL", "RUN_DIR", "EVAL_JSON"),
-        help="a re-measurement of RUN_DIR's weights (eval.py --json), drawn at its minutes",
+        help="a re-measurement of RUN_DIR's final weights (eval.py --out JSON), drawn at its last epoch",
     )
     parser.add_argument("--metric", default="top1")
     parser.add_argument(
@@ -169,10 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     except RunFolderError as err:
         raise SystemExit(str(err)) from None
+    except KeyError as err:  # a config.json or summary.json of another kind
+        raise SystemExit(f"a run folder's config.json or summary.json has no {err}") from None
 
 
 def _report(args) -> int:
     curves = [read_curve(r, args.metric) for r in args.runs]
+    sizes = {(c.images_per_epoch, c.train_size) for c in curves}
+    if args.img_per_s and len(sizes) > 1:
+        raise SystemExit(
+            "--img-per-s converts epochs to minutes for one kind of epoch, but the runs differ in "
+            f"images per epoch or training size: {sorted(sizes)}; draw them without it"
+        )
     points = [read_point(label, Path(r), Path(e), args.metric) for label, r, e in args.point]
     print(f"wrote {plot(curves, points, args.metric, args.title, args.out, args.img_per_s)}")
     if args.json:

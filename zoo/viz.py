@@ -102,6 +102,10 @@ def save_detection_boxes(
     return path
 
 
+class NothingDetectedError(ValueError):
+    """A picture of a detection was asked for where the model detects nothing."""
+
+
 @torch.no_grad()
 def save_sampling_points(model, image: torch.Tensor, info: DatasetInfo, path: str | Path) -> Path:
     """Where the deformable head looks, for the location at the centre of the top detection of
@@ -112,7 +116,7 @@ def save_sampling_points(model, image: torch.Tensor, info: DatasetInfo, path: st
     pred = model(image[None].to(_device(model)))[0]
     model.train(was_training)
     if len(pred["boxes"]) == 0:
-        raise ValueError("the model detects nothing in this image; no head location to show")
+        raise NothingDetectedError("the model detects nothing in this image; no head location to show")
     box = pred["boxes"][0]
     level, row, col = model.level_for_box(box)
     points = model.sampling_locations(image, level, row, col)

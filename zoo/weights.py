@@ -561,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify = commands.add_parser("verify", help="re-check files, hashes, parameter counts and strict loads")
     verify.add_argument("names", nargs="*", help="arch.tag names (default: all)")
-    verify.add_argument("--manifest", help="default: $ZOO_MANIFEST, else the one shipped with zoo")
+    verify.add_argument(
+        "--manifest", help="default: $ZOO_MANIFEST, else the checkout's, else the one shipped with zoo"
+    )
     args = vars(parser.parse_args(argv))
     if args.pop("command_name") == "verify":
         return verify_all(parser, load_manifest(args["manifest"]), args["names"])

@@ -142,6 +142,6 @@ def read_json(folder: Path, name: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunFolderError(f"{path}: not found (is {folder} a finished run folder?)") from None
+        raise RunFolderError(f"{path}: not found") from None
     except json.JSONDecodeError as e:
         raise RunFolderError(f"{path}: not valid JSON ({e})") from None
