@@ -42,8 +42,10 @@ from zoo.ablate_report import (
     initial_gradient_norms,
     markers,
     matrix_markdown,
+    per_class_differences,
     plot_cbam,
     plot_cost,
+    plot_per_class,
     render_table,
     splice,
     write_report,
@@ -462,3 +464,31 @@ def test_speed_times_every_row_before_training(tmp_path):
         assert list(r["img_per_s"]) == ["fp32, NCHW"] and r["img_per_s"]["fp32, NCHW"] > 0
         assert r["fastest"] == "fp32, NCHW" and r["params"] > 0
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_per_class_differences_and_their_picture(tmp_path):
+    spec = yaml.safe_load(_matrix(tmp_path).read_text())
+    spec["claims"] = [{"title": "N", "compare": [{"base": "base", "row": "layernorm"}]}]
+    spec["extras"] = ["per_class"]
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(spec))
+    m = load_matrix(tmp_path / "matrix.yaml")
+    per_class = {  # (row, seed) -> per-class values: pole differs beyond noise, sky does not
+        ("base", 0): {"pole": 10.0, "sky": 80.0},
+        ("base", 1): {"pole": 10.2, "sky": 82.0},
+        ("layernorm", 0): {"pole": 14.0, "sky": 81.0},
+        ("layernorm", 1): {"pole": 14.2, "sky": 80.0},
+    }
+    for run in plan(m):
+        _fake_run(run.out_dir, 90.0)
+        summary = json.loads((run.out_dir / "summary.json").read_text())
+        values = per_class[(run.row.name, run.seed)]
+        summary["final"].update({f"per_class_iou/{k}": v for k, v in values.items()})
+        (run.out_dir / "summary.json").write_text(json.dumps(summary))
+    [(comparison, diffs)] = per_class_differences(m)
+    assert (comparison.base, comparison.row) == ("base", "layernorm")
+    pole, sky = diffs["per_class_iou/pole"], diffs["per_class_iou/sky"]
+    assert pole[0] == pytest.approx(4.0) and pole[1] == pytest.approx(0.02**0.5) and pole[2] == "higher"
+    assert sky[0] == pytest.approx(-0.5) and sky[2] == "within noise"
+    out = tmp_path / "report"
+    out.mkdir()
+    assert [p.name for p in plot_per_class(m, out)] == ["per_class.png"]

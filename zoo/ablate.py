@@ -92,7 +92,7 @@ class Claim:
     note: str = ""  # said after the title, in parentheses
 
 
-EXTRAS = ("gradient_norms", "cbam_attention", "explain")  # pictures a matrix may ask for
+EXTRAS = ("gradient_norms", "cbam_attention", "explain", "per_class")  # pictures a matrix may ask for
 
 
 @dataclass(frozen=True)

@@ -210,13 +210,18 @@ def collect(matrix: Matrix) -> tuple[list[RowResult], list[SweepResult]]:
 
 
 def compare(a: RowResult, b: RowResult) -> tuple[float, float, str]:
+    """(mean of b - mean of a, its standard error, verdict) over the two rows' seeds."""
+    return difference(a.values, b.values)
+
+
+def difference(a: list[float], b: list[float]) -> tuple[float, float, str]:
     """(mean of b - mean of a, its standard error, verdict). The difference counts when it is
     more than twice its standard error sqrt(s_a^2/n_a + s_b^2/n_b): 'higher' / 'lower', else
     'within noise'; with fewer than two seeds on either side there is no spread to judge by."""
-    diff = b.mean - a.mean
-    if len(a.seeds) < 2 or len(b.seeds) < 2:
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    if len(a) < 2 or len(b) < 2:
         return diff, math.nan, "one seed: spread unknown"
-    se = math.sqrt(a.std**2 / len(a.seeds) + b.std**2 / len(b.seeds))
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
     if abs(diff) > 2 * se:
         return diff, se, "higher" if diff > 0 else "lower"
     return diff, se, "within noise"
@@ -419,6 +424,66 @@ def plot_groups(matrix: Matrix, rows: list[RowResult], out: Path) -> list[Path]:
             paths.append(path)
         plt.close(fig)
     return paths
+
+
+def per_class_values(matrix: Matrix) -> dict[str, dict[str, list[float]]]:
+    """Row -> per-class metric key (``per_class_iou/pole``, ``per_class_ap/WBC``, ...) -> its
+    value in each finished seed's final evaluation."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for run in plan(matrix):
+        if run.sweep or run.state() != "done":
+            continue
+        final = run.summary()["final"]
+        row = values.setdefault(run.row.name, {})
+        for key, v in final.items():
+            if key.startswith("per_class_") and isinstance(v, (int, float)):
+                row.setdefault(key, []).append(float(v))
+    return values
+
+
+def per_class_differences(matrix: Matrix) -> list[tuple[Comparison, dict[str, tuple[float, float, str]]]]:
+    """For each claim's comparison whose rows both finished: per class, the difference of the
+    row from its base, its standard error and verdict (the two-standard-error rule)."""
+    values, out = per_class_values(matrix), []
+    for claim in matrix.claims:
+        for c in claim.compare:
+            base, row = values.get(c.base, {}), values.get(c.row, {})
+            keys = [k for k in base if k in row]
+            if keys:
+                out.append((c, {k: difference(base[k], row[k]) for k in keys}))
+    return out
+
+
+def plot_per_class(matrix: Matrix, out: Path) -> list[Path]:
+    """One panel per comparison: each class's difference (row - base), with two standard errors
+    where both rows have two seeds or more; a bar is solid where the difference counts."""
+    diffs = per_class_differences(matrix)
+    if not diffs:
+        return []
+    plt = pyplot()
+    classes = list(diffs[0][1])
+    fig, axes = plt.subplots(
+        1, len(diffs), figsize=(3.2 * len(diffs) + 1.2, 0.32 * len(classes) + 1.4), sharey=True, squeeze=False
+    )
+    unit = _unit(matrix.metric).strip() or matrix.metric
+    for ax, (c, per_class) in zip(axes[0], diffs):
+        names = [k for k in classes if k in per_class]
+        d = [per_class[k][0] for k in names]
+        err = [2 * per_class[k][1] if not math.isnan(per_class[k][1]) else 0 for k in names]
+        counts = [per_class[k][2] in ("higher", "lower") for k in names]
+        ys = range(len(names))
+        ax.barh(ys, d, xerr=err, color=["tab:blue" if k else "lightsteelblue" for k in counts], capsize=2)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(list(ys), [k.split("/", 1)[-1] for k in names], fontsize=8)
+        ax.set_title(f"{c.row}\nvs {c.base}", fontsize=8)
+        ax.set_xlabel(f"difference ({unit})", fontsize=8)
+        ax.invert_yaxis()
+    fig.suptitle(f"{matrix.title or matrix.out_dir.name}: per-class differences", fontsize=9)
+    fig.tight_layout()
+    path = out / "per_class.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
 def plot_cost(rows: list[RowResult], out: Path, metric: str = "top1", title: str = "") -> list[Path]:
@@ -701,6 +766,8 @@ def write_report(matrix: Matrix, out: Path, readme: Path | None = None) -> dict:
             pictures += plot_cbam(cbam.out_dir / WEIGHTS, cbam.row.args, out, model_name=cbam.row.model)
     if "explain" in matrix.extras:
         pictures += plot_explain(matrix, out)
+    if "per_class" in matrix.extras:
+        pictures += plot_per_class(matrix, out)
     results = {
         "matrix": str(matrix.path),
         "metric": m,
