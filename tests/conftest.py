@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
-from zoo.weights import add_entry
+from zoo.weights import Provenance, add_entry
 
 REPO = Path(__file__).resolve().parents[1]
 # The datasets folder the library reads too (CI sets it); tests that need CamVid or BCCD skip without it.
@@ -49,19 +49,22 @@ def python() -> str:
 
 
 # What `add_entry` needs besides the file, for manifests the weights and hub tests write.
+PROVENANCE = Provenance(
+    config="configs/resnet20_cifar10.yaml",
+    command="python train.py configs/resnet20_cifar10.yaml",
+    eval_command="python eval.py resnet20.test",
+    train_wall_time_s=1800.0,
+    hardware="1x H100",
+    git_commit="0" * 40,
+)
 WEIGHTS_META = dict(
     dataset="cifar10",
     split="test",
     metrics={"top1": 91.25, "top5": 99.5},
     mean=[0.49, 0.48, 0.45],
     std=[0.25, 0.24, 0.26],
-    config="configs/resnet20_cifar10.yaml",
-    command="python train.py configs/resnet20_cifar10.yaml",
-    eval_command="python eval.py resnet20.test",
     label_names=[f"class{i}" for i in range(10)],
-    git_commit="0" * 40,
-    hardware="1x H100",
-    train_wall_time_s=1800.0,
+    provenance=PROVENANCE,
 )
 
 

@@ -194,17 +194,20 @@ def test_runner_skips_finished_resumes_interrupted_a_rerun_changes_nothing_and_p
     assert publish(m, "a test machine", manifest, folder) == ["resnet20.t"]
     (entry,) = load_manifest(manifest)
     assert entry.metrics["top1"] == rows[0].seeds[0].value
-    assert entry.seeds.values == {"0": rows[0].seeds[0].value, "1": rows[0].seeds[1].value}
-    assert entry.seeds.metric == "top1" and entry.license == "mit" and entry.input.fit == "crop"
-    assert entry.command == f"python train.py {m.recipe} " + " ".join(runs[0].overrides)
+    assert entry.provenance.seeds.values == {"0": rows[0].seeds[0].value, "1": rows[0].seeds[1].value}
+    assert entry.provenance.seeds.metric == "top1" and entry.license == "mit" and entry.input.fit == "crop"
+    assert entry.provenance.command == f"python train.py {m.recipe} " + " ".join(runs[0].overrides)
     assert publish(m, "a test machine", manifest, folder) == []  # already published
     # Republished (to add seeds) at a later commit: the same file keeps its provenance.
     assert publish(m, "another machine", manifest, folder, replace=True, git_commit="f" * 40) == [
         "resnet20.t"
     ]
     (again,) = load_manifest(manifest)
-    assert (again.git_commit, again.hardware) == (entry.git_commit, entry.hardware)
-    assert again.hardware.startswith("a test machine")
+    assert (again.provenance.git_commit, again.provenance.hardware) == (
+        entry.provenance.git_commit,
+        entry.provenance.hardware,
+    )
+    assert again.provenance.hardware.startswith("a test machine")
     monkeypatch.setenv("ZOO_MANIFEST", str(manifest))
     monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(folder))
     loaded = zoo.create_model("resnet20.t", pretrained=True).state_dict()

@@ -26,16 +26,18 @@ from zoo.engine.trainer import check_resume_config
 from zoo.weights import (
     BackboneSource,
     ManifestError,
+    Provenance,
     WeightsError,
     adapt_first_conv,
     add_entry,
+    backbone_source,
     find_weights,
     load_manifest,
     parse_manifest,
 )
 from zoo.weights import main as weights_main
 
-from .conftest import DATA_DIR, REPO, WEIGHTS_META, random_state
+from .conftest import DATA_DIR, PROVENANCE, REPO, WEIGHTS_META, random_state
 
 BACKBONE = "resnet18.testnette"
 # What add_entry needs for a segmentation weight (the classifier metadata of WEIGHTS_META
@@ -305,27 +307,33 @@ def trained_segmenter(store) -> Path:
     return path
 
 
-def add_segmenter(store, name="deeplabv3_resnet18.from_testnette", **changes):
-    return add_entry(
-        name, trained_segmenter(store), **{**SEG_META, "model_args": {"output_stride": 16}, **changes}
-    )
+def provenance_from(backbone) -> Provenance:
+    """The tests' provenance, starting from ``backbone`` (a manifest name, or a BackboneSource)."""
+    if isinstance(backbone, str):
+        backbone = backbone_source(backbone, load_manifest())
+    return dataclasses.replace(PROVENANCE, backbone_weights=backbone)
+
+
+def add_segmenter(store, name="deeplabv3_resnet18.from_testnette", backbone_weights=None, **changes):
+    meta = {**SEG_META, "model_args": {"output_stride": 16}, "provenance": provenance_from(backbone_weights)}
+    return add_entry(name, trained_segmenter(store), **{**meta, **changes})
 
 
 def test_the_entry_records_the_backbone_it_started_from(store):
     w = add_segmenter(store, backbone_weights=BACKBONE)
     expected = BackboneSource(BACKBONE, find_weights(BACKBONE).sha256)
-    assert w.backbone_weights == expected
+    assert w.provenance.backbone_weights == expected
     by_name = {e["name"]: e for e in json.loads(store.manifest.read_text())}
-    assert by_name[w.name]["backbone_weights"] == {"name": BACKBONE, "sha256": expected.sha256}
-    assert "backbone_weights" not in by_name[BACKBONE]  # written only when set
-    assert find_weights(w.name).backbone_weights == expected  # read back typed
+    assert by_name[w.name]["provenance"]["backbone_weights"] == {"name": BACKBONE, "sha256": expected.sha256}
+    assert "backbone_weights" not in by_name[BACKBONE]["provenance"]  # written only when set
+    assert find_weights(w.name).provenance.backbone_weights == expected  # read back typed
     # and the weight loads and verifies as any other
     assert zoo.create_model(w.name, pretrained=True).pretrained_weights == w
 
 
 def test_the_entry_records_an_hf_hub_backbone_with_its_sha256(store):
     source = BackboneSource("hf-hub:timm/resnet18.a1_in1k", "ab" * 32)
-    assert add_segmenter(store, backbone_weights=source).backbone_weights == source
+    assert add_segmenter(store, backbone_weights=source).provenance.backbone_weights == source
     with pytest.raises(ValueError, match="sha256 must be given"):
         add_segmenter(store, backbone_weights="hf-hub:timm/resnet18.a1_in1k", replace=True)
 
@@ -342,15 +350,17 @@ def test_add_refuses_a_backbone_that_does_not_fit(store):
         add_entry(
             "resnet18.again",
             store.weights / find_weights(BACKBONE).file,
-            backbone_weights=BACKBONE,
-            **WEIGHTS_META,
+            **{**WEIGHTS_META, "provenance": provenance_from(BACKBONE)},
         )
     with pytest.raises(ValueError, match="model_args must not hold backbone_weights"):
         add_segmenter(store, model_args={"output_stride": 16, "backbone_weights": BACKBONE})
 
 
-def entry_json(**backbone) -> dict:
-    return {**dataclasses.asdict(find_weights(BACKBONE)), "name": "resnet18.x", **backbone}
+def entry_json(**changes) -> dict:
+    entry = {**dataclasses.asdict(find_weights(BACKBONE)), "name": "resnet18.x"}
+    if "backbone_weights" in changes:
+        entry["provenance"] = {**entry["provenance"], "backbone_weights": changes.pop("backbone_weights")}
+    return {**entry, **changes}
 
 
 @pytest.mark.parametrize(
@@ -384,10 +394,13 @@ def test_weights_add_command_records_the_backbone(store, capsys):
     ]  # fmt: skip
     path = str(trained_segmenter(store))
     assert weights_main(["add", "deeplabv3_resnet18.a", path, *common, "--backbone-weights", BACKBONE]) == 0
-    assert find_weights("deeplabv3_resnet18.a").backbone_weights.sha256 == find_weights(BACKBONE).sha256
+    assert (
+        find_weights("deeplabv3_resnet18.a").provenance.backbone_weights.sha256
+        == find_weights(BACKBONE).sha256
+    )
     hub_args = ["--backbone-weights", "hf-hub:timm/resnet18.a1_in1k", "--backbone-sha256", "c" * 64]
     assert weights_main(["add", "deeplabv3_resnet18.b", path, *common, *hub_args]) == 0
-    assert find_weights("deeplabv3_resnet18.b").backbone_weights == BackboneSource(
+    assert find_weights("deeplabv3_resnet18.b").provenance.backbone_weights == BackboneSource(
         "hf-hub:timm/resnet18.a1_in1k", "c" * 64
     )
     for wrong in (hub_args[:2], ["--backbone-weights", BACKBONE, "--backbone-sha256", "c" * 64]):
@@ -402,7 +415,7 @@ def test_weights_add_command_records_the_backbone(store, capsys):
 
 def test_model_card_and_zoo_info_say_what_the_backbone_started_from(store, tmp_path, capsys):
     w = add_segmenter(store, backbone_weights=BACKBONE)
-    sha = w.backbone_weights.sha256
+    sha = w.provenance.backbone_weights.sha256
     card = str(hub.model_card(w))
     assert f"Its backbone started from the weights `{BACKBONE}` (sha256 `{sha}`)" in card
     assert hub.hub_config(w)["backbone_weights"] == {"name": BACKBONE, "sha256": sha}

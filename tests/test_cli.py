@@ -16,7 +16,7 @@ from zoo.engine import get_task
 from zoo.predict import ModelCard, Preprocess, predict, read_image
 from zoo.weights import SeedSpread, find_weights
 
-from .conftest import REPO, run_env
+from .conftest import PROVENANCE, REPO, run_env
 
 BCCD_IMAGE = REPO / "datasets/bccd/BCCD/JPEGImages/BloodImage_00007.jpg"
 
@@ -71,7 +71,7 @@ def test_info_reports_the_weights_and_how_to_reproduce(capsys):
     w = find_weights("resnet20.fashion_mnist")
     assert doc["params"] == w.num_params
     assert doc["macs"] == zoo.model_info(zoo.create_model("resnet20", in_chans=1), (1, 28, 28))["macs"]
-    assert doc["metrics"] == w.metrics and doc["reproduce"] == w.command
+    assert doc["metrics"] == w.metrics and doc["reproduce"] == w.provenance.command
     assert doc["input"] == [1, 28, 28]
     assert main(["info", "no_such_model"]) == 2
     assert "no_such_model" in capsys.readouterr().err
@@ -90,7 +90,7 @@ def test_info_of_an_architecture_describes_its_default_weights_or_itself(capsys)
 
 def test_info_shows_the_spread_over_seeds(weight_store, capsys):
     seeds = SeedSpread.of("top1", {0: 91.25, 1: 91.75})
-    weight_store.add("resnet20.test", seeds=seeds)
+    weight_store.add("resnet20.test", provenance=dataclasses.replace(PROVENANCE, seeds=seeds))
     assert main(["info", "resnet20.test"]) == 0
     assert "seeds       top1 91.5 ± 0.3536 over 2 (seed 0: 91.25, seed 1: 91.75)" in capsys.readouterr().out
     assert main(["info", "resnet20.test", "--json"]) == 0

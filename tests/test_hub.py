@@ -318,7 +318,7 @@ def test_push_dry_run_writes_a_complete_folder(published, tmp_path, capsys):
     assert index["name"] == "resnet20.pinned"
     assert result["dataset"] == {"name": "cifar10", "type": "cifar10", "split": "test"}
     assert {m["type"]: m["value"] for m in result["metrics"]} == w.metrics
-    assert w.command in card and w.eval_command in card and w.sha256 in card
+    assert w.provenance.command in card and w.provenance.eval_command in card and w.sha256 in card
     assert "dry run" in capsys.readouterr().out
     assert published.read_bytes() == before  # nothing recorded
 

@@ -48,7 +48,7 @@ def test_entry_is_true(name, monkeypatch):
     model = zoo.create_model(w.arch, num_classes=w.num_classes, in_chans=w.input.in_chans, **w.model_args)
     model.load_state_dict(state, strict=True)
     assert num_params(model) == w.num_params, f"{name}: num_params is wrong"
-    assert (REPO / w.config).is_file(), f"{name}: recipe {w.config} is not in the repo"
+    assert (REPO / w.provenance.config).is_file(), f"{name}: recipe {w.provenance.config} is not in the repo"
 
     loaded = zoo.create_model(w.name, pretrained=True).state_dict()  # and through the public path
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
@@ -75,14 +75,14 @@ def test_headline_weight_meets_the_claim_the_readme_makes():
     w = find_weights(HEADLINE, load_manifest(MANIFEST))
     assert w.num_params <= 1_000_000
     assert w.metrics["top1"] >= 95.0
-    assert w.train_wall_time_s <= 90 * 60
+    assert w.provenance.train_wall_time_s <= 90 * 60
     text = README.read_text(encoding="utf-8")
     assert "### The headline" in text, "README.md has no '### The headline' section for the headline weight"
     section = text.split("### The headline", 1)[1].split("\n## ", 1)[0]
     for quoted in (
         f"{w.metrics['top1']:.2f}% top-1",
         f"{w.metrics['top1_hflip']:.2f}%",
-        f"{w.train_wall_time_s / 60:.1f} minutes",
+        f"{w.provenance.train_wall_time_s / 60:.1f} minutes",
         f"{w.num_params // 1000}K parameters",
     ):
         assert quoted in section, f"the README's headline section does not say {quoted!r} (the manifest does)"

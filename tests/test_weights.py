@@ -331,17 +331,21 @@ def rename(d, old, new):
 SEEDS = {"metric": "top1", "values": {"0": 91.25, "1": 91.75, "2": 91.5}, "mean": 91.5, "std": 0.25}
 
 
+def with_seeds(entry: dict, seeds: dict) -> dict:
+    return {**entry, "provenance": {**entry["provenance"], "seeds": seeds}}
+
+
 def test_seed_spread_round_trips_and_is_left_out_when_absent(store):
-    entry = dict(entry_dict(store), seeds=SEEDS)
+    entry = with_seeds(entry_dict(store), SEEDS)
     (parsed,) = parse_manifest([entry])
-    assert parsed.seeds == SeedSpread("top1", SEEDS["values"], 91.5, 0.25)
-    assert parsed.seeds == SeedSpread.of("top1", {0: 91.25, 1: 91.75, 2: 91.5})
+    assert parsed.provenance.seeds == SeedSpread("top1", SEEDS["values"], 91.5, 0.25)
+    assert parsed.provenance.seeds == SeedSpread.of("top1", {0: 91.25, 1: 91.75, 2: 91.5})
     save_manifest([parsed])
-    assert json.loads(store.manifest.read_text())[0]["seeds"] == SEEDS
+    assert json.loads(store.manifest.read_text())[0]["provenance"]["seeds"] == SEEDS
     (plain,) = parse_manifest([entry_dict(store)])
-    assert plain.seeds is None
+    assert plain.provenance.seeds is None
     save_manifest([plain])
-    assert "seeds" not in json.loads(store.manifest.read_text())[0]
+    assert "seeds" not in json.loads(store.manifest.read_text())[0]["provenance"]
 
 
 @pytest.mark.parametrize(
@@ -367,10 +371,10 @@ def test_seed_spread_round_trips_and_is_left_out_when_absent(store):
         (lambda d: [{**d, "hf_repo_id": "org/x", "hf_revision": "main"}], r"must be a commit sha"),
         (lambda d: [{**d, "model_args": {"in_chans": 1}}], r"must not hold 'in_chans'"),
         (lambda d: {"weights": [d]}, r"expected a JSON list"),
-        (lambda d: [{**d, "seeds": {**SEEDS, "mean": 92.0}}], r"seeds\.mean 92\.0 is not the mean of"),
-        (lambda d: [{**d, "seeds": {**SEEDS, "std": None}}], r"seeds\.std None is not the sample standard"),
-        (lambda d: [{**d, "seeds": {**SEEDS, "metric": "miou"}}], r"seeds\.metric 'miou' is not one of"),
-        (lambda d: [{**d, "seeds": {**SEEDS, "values": {"0": "x"}}}], r"seeds.*values: expected"),
+        (lambda d: [with_seeds(d, {**SEEDS, "mean": 92.0})], r"seeds\.mean 92\.0 is not the mean of"),
+        (lambda d: [with_seeds(d, {**SEEDS, "std": None})], r"seeds\.std None is not the sample standard"),
+        (lambda d: [with_seeds(d, {**SEEDS, "metric": "miou"})], r"seeds\.metric 'miou' is not one of"),
+        (lambda d: [with_seeds(d, {**SEEDS, "values": {"0": "x"}})], r"seeds.*values: expected"),
     ],
     ids=[
         "typo-unknown",

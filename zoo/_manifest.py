@@ -84,6 +84,23 @@ class BackboneSource:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """How a weight was made and measured: what reproduces it (the recipe and the exact
+    commands), where, how long and at which commit it trained, over which seeds, and from
+    which backbone weights. The one record of it: the manifest entry, ``zoo.weights.add_entry``,
+    ``python -m zoo.weights add`` and ``python -m zoo.ablate publish`` all pass this."""
+
+    config: str  # the YAML recipe, relative to the repository root
+    command: str  # the exact training command
+    eval_command: str  # the exact command that measured the metrics
+    train_wall_time_s: float
+    hardware: str
+    git_commit: str  # add_entry fills "" with the HEAD of the repository holding the manifest
+    seeds: SeedSpread | None = None  # the spread over seeds, where the recipe was run with several
+    backbone_weights: BackboneSource | None = None  # what the backbone started from; None: scratch
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """One weight file and everything needed to trust, use and reproduce it."""
 
@@ -102,17 +119,10 @@ class WeightsEntry:
     label_names: list[str]  # class index -> name; [] when not recorded
     input: InputSpec
     model_args: dict[str, Any]  # further create_model kwargs the weights were trained with
-    config: str  # the YAML recipe, relative to the repository root
-    command: str  # the exact training command
-    eval_command: str  # the exact command that measured the metrics
-    train_wall_time_s: float
-    hardware: str
-    git_commit: str
+    provenance: Provenance  # how it was made and measured
     license: str
     hf_repo_id: str  # "" until published
     hf_revision: str  # the Hub commit the weights were published at; "" until published
-    seeds: SeedSpread | None = None  # the spread over seeds, where the recipe was run with several
-    backbone_weights: BackboneSource | None = None  # what the backbone started from; None: scratch
 
     @property
     def arch(self) -> str:
@@ -252,8 +262,8 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
     problems = []
     if not tag:
         problems.append(f"name {e.name!r} needs a tag: 'arch.tag'")
-    if e.seeds is not None:
-        problems += _seed_problems(e.seeds, e.metrics)
+    if e.provenance.seeds is not None:
+        problems += _seed_problems(e.provenance.seeds, e.metrics)
     if e.task not in TASKS or e.task != get_entry(arch).task:
         problems.append(f"task {e.task!r} is not {arch}'s task {get_entry(arch).task!r}")
     flipped = hflip_metrics(e.metrics)
@@ -280,8 +290,8 @@ def _entry_problems(e: WeightsEntry) -> list[str]:
     for key in ("num_classes", "in_chans", "backbone_weights"):
         if key in e.model_args:
             problems.append(f"model_args must not hold {key!r}: it has its own field")
-    if e.backbone_weights is not None:
-        problems += _backbone_problems(e.backbone_weights)
+    if e.provenance.backbone_weights is not None:
+        problems += _backbone_problems(e.provenance.backbone_weights)
     if bool(e.hf_repo_id) != bool(e.hf_revision):
         problems.append("hf_repo_id and hf_revision are set together (on publishing) or both empty")
     if e.hf_revision and (len(e.hf_revision) != 40 or set(e.hf_revision) - set("0123456789abcdef")):

@@ -55,7 +55,16 @@ from .engine.distributed import resolve_device
 from .engine.evaluator import evaluate_run
 from .engine.run_folder import CHECKPOINT, CONFIG, DIVERGED, RUNNER_LOCK, SUMMARY, WEIGHTS, RunLock, read_json
 from .engine.tasks import get_task
-from .weights import BackboneSource, SeedSpread, add_entry, load_manifest, parse_safetensors
+from .weights import (
+    BackboneSource,
+    Provenance,
+    SeedSpread,
+    WeightsEntry,
+    add_entry,
+    backbone_source,
+    load_manifest,
+    parse_safetensors,
+)
 
 
 @dataclass(frozen=True)
@@ -443,7 +452,7 @@ def publish(
         # Republishing the same file (to add seeds) keeps where and at which commit it was trained.
         prior = known.get(name)
         if prior is not None and prior.sha256 == file_sha256(weights):
-            trained_at, trained_on = prior.git_commit, prior.hardware
+            trained_at, trained_on = prior.provenance.git_commit, prior.provenance.hardware
         else:
             device = summary_device(summary)
             where = hardware if device == "cpu" else f"{hardware}; trained on {device}"
@@ -460,16 +469,18 @@ def publish(
             label_names=list(ev.info.classes),
             fit=dataset_info(ev.result["dataset"]).fit,  # how the dataset's images were made
             license=matrix.license,
-            config=str(matrix.recipe),
-            command=training_command(matrix, run),
-            eval_command=f"python eval.py {name}",
             model_args={k: v for k, v in run.row.args.items() if k != "backbone_weights"},
-            # as the run recorded them when it loaded them (the manifest may have moved on since)
-            backbone_weights=_backbone_source(summary, run.row.args.get("backbone_weights")),
-            train_wall_time_s=summary["train_wall_time_s"],
-            hardware=trained_on,
-            seeds=SeedSpread.of(m, seeds),
-            git_commit=trained_at,
+            provenance=Provenance(
+                config=str(matrix.recipe),
+                command=training_command(matrix, run),
+                eval_command=f"python eval.py {name}",
+                train_wall_time_s=summary["train_wall_time_s"],
+                hardware=trained_on,
+                git_commit=trained_at or "",  # "": the HEAD of the manifest's repository
+                seeds=SeedSpread.of(m, seeds),
+                # as the run recorded them when it loaded them (the manifest may have moved on since)
+                backbone_weights=_backbone_source(summary, run.row.args.get("backbone_weights"), known),
+            ),
             replace=name in known,
             manifest=manifest,
             weights_folder=weights_folder,
@@ -479,13 +490,15 @@ def publish(
     return added
 
 
-def _backbone_source(summary: dict[str, Any], name: str | None) -> BackboneSource | str | None:
+def _backbone_source(
+    summary: dict[str, Any], name: str | None, known: dict[str, WeightsEntry]
+) -> BackboneSource | None:
     """The backbone weights a run started from: the name and sha256 its summary recorded, else
     (a run from before summaries recorded them) the name, looked up in the manifest."""
     recorded = summary.get("backbone_weights")
     if recorded:
         return BackboneSource(recorded["name"], recorded["sha256"])
-    return name
+    return backbone_source(name, list(known.values())) if name else None
 
 
 def half_precision_copy(weights: Path) -> Path:

@@ -200,15 +200,15 @@ def cmd_info(args) -> int:
             dataset=f"{weights.dataset} ({weights.split})",
             metrics=weights.metrics,
             classes=weights.label_names,
-            reproduce=weights.command,
-            evaluate=weights.eval_command,
-            config=weights.config,
+            reproduce=weights.provenance.command,
+            evaluate=weights.provenance.eval_command,
+            config=weights.provenance.config,
             file=f"{weights.file} ({weights.size_bytes / 1e6:.1f} MB, {weights.dtype}, sha256 {weights.sha256[:12]}...)",
         )
-        if weights.seeds is not None:
-            doc["seeds"] = dataclasses.asdict(weights.seeds)
-        if weights.backbone_weights is not None:
-            doc["backbone_weights"] = dataclasses.asdict(weights.backbone_weights)
+        if weights.provenance.seeds is not None:
+            doc["seeds"] = dataclasses.asdict(weights.provenance.seeds)
+        if weights.provenance.backbone_weights is not None:
+            doc["backbone_weights"] = dataclasses.asdict(weights.provenance.backbone_weights)
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -223,19 +223,19 @@ def cmd_info(args) -> int:
     )
     print(f"  dataset     {doc['dataset']}")
     print("  metrics     " + ", ".join(f"{k} {v}" for k, v in weights.metrics.items() if "/" not in k))
-    if weights.seeds is not None:
-        s = weights.seeds
+    if weights.provenance.seeds is not None:
+        s = weights.provenance.seeds
         spread = f" ± {s.std}" if s.std is not None else ""
         each = ", ".join(f"seed {k}: {v}" for k, v in s.values.items())
         print(
             f"  seeds       {s.metric} {s.mean}{spread} over {len(s.values)} ({each}); this file is one of them"
         )
-    if weights.backbone_weights is not None:
-        b = weights.backbone_weights
+    if weights.provenance.backbone_weights is not None:
+        b = weights.provenance.backbone_weights
         print(f"  backbone    started from {b.name} (sha256 {b.sha256[:12]}...)")
     print(f"  classes     {', '.join(weights.label_names)}")
-    print(f"  reproduce   {weights.command}")
-    print(f"  evaluate    {weights.eval_command}")
+    print(f"  reproduce   {weights.provenance.command}")
+    print(f"  evaluate    {weights.provenance.eval_command}")
     print(f"  file        {doc['file']}")
     return 0
 

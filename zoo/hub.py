@@ -113,7 +113,11 @@ def hub_config(w: WeightsEntry) -> dict:
             "license": w.license,
         },
         "sha256": w.sha256,
-        **({"backbone_weights": dataclasses.asdict(w.backbone_weights)} if w.backbone_weights else {}),
+        **(
+            {"backbone_weights": dataclasses.asdict(w.provenance.backbone_weights)}
+            if w.provenance.backbone_weights
+            else {}
+        ),
     }
 
 
@@ -142,14 +146,18 @@ def model_card(w: WeightsEntry) -> ModelCard:
         ],
     )
     metrics = "\n".join(f"| {k} | {v:g} |" for k, v in w.metrics.items())
-    facts = [f"recipe `{w.config}`"]
-    facts += [f"commit `{w.git_commit}`"] if w.git_commit else []
-    facts += [w.hardware] if w.hardware else []
-    facts += [f"{w.train_wall_time_s / 3600:.2f} h of training"] if w.train_wall_time_s else []
+    facts = [f"recipe `{w.provenance.config}`"]
+    facts += [f"commit `{w.provenance.git_commit}`"] if w.provenance.git_commit else []
+    facts += [w.provenance.hardware] if w.provenance.hardware else []
+    facts += (
+        [f"{w.provenance.train_wall_time_s / 3600:.2f} h of training"]
+        if w.provenance.train_wall_time_s
+        else []
+    )
     started = (
-        f"Its backbone started from the weights `{w.backbone_weights.name}` (sha256 "
-        f"`{w.backbone_weights.sha256}`); the rest of the model was trained from scratch.\n\n"
-        if w.backbone_weights
+        f"Its backbone started from the weights `{w.provenance.backbone_weights.name}` (sha256 "
+        f"`{w.provenance.backbone_weights.sha256}`); the rest of the model was trained from scratch.\n\n"
+        if w.provenance.backbone_weights
         else ""
     )
     body = f"""
@@ -176,8 +184,8 @@ preprocess = eval_transforms("{w.name}")
 {started}Trained with {", ".join(facts)}; to train and evaluate again:
 
 ```bash
-{w.command}
-{w.eval_command}
+{w.provenance.command}
+{w.provenance.eval_command}
 ```
 
 ## File

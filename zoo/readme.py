@@ -26,7 +26,8 @@ def _where(w: WeightsEntry) -> str:
     """CPU or GPU, from the hardware string the weight records."""
     return (
         "GPU"
-        if "trained on cuda" in w.hardware or w.hardware.lower().startswith(("nvidia", "cuda"))
+        if "trained on cuda" in w.provenance.hardware
+        or w.provenance.hardware.lower().startswith(("nvidia", "cuda"))
         else "CPU"
     )
 
@@ -51,7 +52,7 @@ def render_table(entries: list[WeightsEntry]) -> str:
         )
         rows.append(
             f"| {name} | {w.dataset} ({w.split}) | {metrics} | {w.num_params / 1e6:.2f}M | {shape} "
-            f"| {w.train_wall_time_s / 60:.1f} min ({_where(w)}) | {w.size_bytes / 1e6:.1f} MB | {hub} |"
+            f"| {w.provenance.train_wall_time_s / 60:.1f} min ({_where(w)}) | {w.size_bytes / 1e6:.1f} MB | {hub} |"
         )
     return "\n".join(rows)
 
@@ -66,13 +67,13 @@ def render_details(entries: list[WeightsEntry]) -> str:
     for w in sorted(entries, key=lambda e: e.name):
         lines = [f"### `{w.name}`", ""]
         lines.append(
-            f"- trained: {w.train_wall_time_s / 60:.1f} min on {w.hardware or 'an unrecorded machine'}"
+            f"- trained: {w.provenance.train_wall_time_s / 60:.1f} min on {w.provenance.hardware or 'an unrecorded machine'}"
         )
-        if w.seeds is not None and len(w.seeds.values) > 1:
-            std = f" ± {w.seeds.std:g}" if w.seeds.std is not None else ""
-            values = ", ".join(f"{k}: {v:g}" for k, v in w.seeds.values.items())
+        if w.provenance.seeds is not None and len(w.provenance.seeds.values) > 1:
+            std = f" ± {w.provenance.seeds.std:g}" if w.provenance.seeds.std is not None else ""
+            values = ", ".join(f"{k}: {v:g}" for k, v in w.provenance.seeds.values.items())
             lines.append(
-                f"- {w.seeds.metric} over seeds: {w.seeds.mean:g}{std} ({values}); this file is one of them"
+                f"- {w.provenance.seeds.metric} over seeds: {w.provenance.seeds.mean:g}{std} ({values}); this file is one of them"
             )
         backbone = getattr(w, "backbone_weights", None)
         if backbone is not None:
@@ -88,9 +89,9 @@ def render_details(entries: list[WeightsEntry]) -> str:
                 f"- {group.replace('_', ' ')}: "
                 + ", ".join(f"{k.split('/', 1)[1]} {v:.4g}" for k, v in nested.items())
             )
-        lines.append(f"- recipe: [{w.config}](../{w.config})")
-        lines.append(f"- train: `{w.command}`")
-        lines.append(f"- evaluate: `{w.eval_command}`")
+        lines.append(f"- recipe: [{w.provenance.config}](../{w.provenance.config})")
+        lines.append(f"- train: `{w.provenance.command}`")
+        lines.append(f"- evaluate: `{w.provenance.eval_command}`")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -47,6 +47,7 @@ from ._manifest import (
     BackboneSource,
     InputSpec,
     ManifestError,
+    Provenance,
     SeedSpread,
     WeightsEntry,
     load_manifest,
@@ -61,6 +62,7 @@ __all__ = [
     "BackboneSource",
     "InputSpec",
     "ManifestError",
+    "Provenance",
     "SeedSpread",
     "WeightsEntry",
     "WeightsError",
@@ -356,22 +358,15 @@ def add_entry(
     metrics: dict[str, float],
     mean: list[float],
     std: list[float],
-    config: str,
-    command: str,
-    eval_command: str,
+    provenance: Provenance,
     input_size: list[int] | None = None,
     interpolation: str = "bilinear",
     resize_size: int | None = None,
     fit: str = "crop",
     label_names: list[str] = (),
     model_args: dict[str, Any] | None = None,
-    train_wall_time_s: float = 0.0,
-    hardware: str = "",
-    git_commit: str | None = None,
     license: str = "mit",
     default: bool | None = None,
-    seeds: SeedSpread | None = None,
-    backbone_weights: str | BackboneSource | None = None,
     replace: bool = False,
     manifest: str | Path | None = None,
     weights_folder: str | Path | None = None,
@@ -382,12 +377,11 @@ def add_entry(
     its manifest and ``weights/``); an installed zoo has no checkout, so there they must be
     given (or named by ``ZOO_MANIFEST`` / ``ZOO_WEIGHTS_DIR``). Hash, size, dtype, parameter
     count, ``num_classes`` and ``in_chans`` come from the file (which must load strictly).
-    ``input_size`` defaults to the architecture's; ``git_commit`` to the HEAD of the repository
-    holding the manifest (pass the commit training ran at if it differs); ``default`` to True for
-    an architecture's first weight. Making a new default clears the old one.
-    ``backbone_weights``: the weights the backbone started from, a name in ``manifest`` (its
-    sha256 is looked up there) or a ``BackboneSource`` (for ``hf-hub:`` files, with the sha256
-    that ``create_model(..., backbone_weights=...)`` recorded in ``model.backbone_weights``).
+    ``input_size`` defaults to the architecture's; ``default`` to True for an architecture's
+    first weight. Making a new default clears the old one. ``provenance`` is how the weight was
+    made; its empty ``git_commit`` becomes the HEAD of the repository holding the manifest (pass
+    the commit training ran at if it differs), and its ``backbone_weights`` must be those the
+    file's backbone architecture takes (``backbone_source`` makes one from a manifest name).
     """
     manifest = manifest_to_edit(manifest)
     weights_folder = Path(weights_folder or weights_dir())
@@ -404,8 +398,7 @@ def add_entry(
     state = parse_safetensors(data, weights_file)
     model = build_unvouched(entry, state, model_args, source=str(weights_file))
     entries = load_manifest(manifest)
-    if isinstance(backbone_weights, str):
-        backbone_weights = backbone_source(backbone_weights, entries)
+    backbone_weights = provenance.backbone_weights
     if backbone_weights is not None:
         backbone = getattr(model, "backbone_arch", "")
         source_arch = split_name(backbone_weights.name)[0]
@@ -448,17 +441,14 @@ def add_entry(
         label_names=list(label_names),
         input=spec,
         model_args=model_args,
-        config=config,
-        command=command,
-        eval_command=eval_command,
-        train_wall_time_s=float(train_wall_time_s),
-        hardware=hardware,
-        git_commit=_git_head(manifest.parent) if git_commit is None else git_commit,
+        provenance=dataclasses.replace(
+            provenance,
+            train_wall_time_s=float(provenance.train_wall_time_s),
+            git_commit=provenance.git_commit or _git_head(manifest.parent),
+        ),
         license=license,
         hf_repo_id="",
         hf_revision="",
-        seeds=seeds,
-        backbone_weights=backbone_weights,
     )
     parse_manifest([dataclasses.asdict(e) for e in [*others, new]], source="the manifest with " + name)
     target = weights_folder / new.file  # copied only once the new manifest is known to be valid
@@ -569,14 +559,18 @@ def main(argv: list[str] | None = None) -> int:
         return verify_all(parser, load_manifest(args["manifest"]), args["names"])
     labels_file = args.pop("labels_file")
     manifest = args["manifest"] or manifest_path()
-    backbone_sha256, hub_backbone = (
-        args.pop("backbone_sha256"),
-        (args["backbone_weights"] or "").startswith("hf-hub:"),
-    )
-    if (backbone_sha256 is not None) != hub_backbone:
+    backbone, backbone_sha256 = args.pop("backbone_weights"), args.pop("backbone_sha256")
+    if (backbone_sha256 is not None) != (backbone or "").startswith("hf-hub:"):
         parser.error("--backbone-sha256 goes with --backbone-weights hf-hub:ORG/REPO, and only with it")
-    if hub_backbone:
-        args["backbone_weights"] = BackboneSource(args["backbone_weights"], backbone_sha256)
+    if backbone_sha256 is not None:
+        backbone = BackboneSource(backbone, backbone_sha256)
+    elif backbone:
+        backbone = backbone_source(backbone, load_manifest(manifest))
+    args["provenance"] = Provenance(
+        **{f: args.pop(f) for f in ("config", "command", "eval_command", "train_wall_time_s", "hardware")},
+        git_commit=args.pop("git_commit") or "",
+        backbone_weights=backbone or None,
+    )
     if labels_file:
         args["label_names"] = Path(labels_file).read_text(encoding="utf-8").splitlines()
     new = add_entry(args.pop("name"), args.pop("file"), **args)
