@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ._builder import create_model, model_info
+from ._builder import create_model, list_models, model_info
 from ._io import atomic_write
 from .ablate import Claim, Comparison, Matrix, MatrixRun, first_seed_runs, load_matrix, plan, summary_device
 from .config import ConfigError, RunConfig
@@ -703,10 +703,16 @@ def explanation(model: torch.nn.Module, x: torch.Tensor) -> tuple[str, torch.Ten
 
 
 def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
-    """``n`` evaluation images (spread over the classes) and each published row's map of them,
-    from its first seed's weights: one column per row."""
+    """``n`` evaluation images (spread over the classes) and each tagged row's map of them, from
+    its first seed's weights: the published copy where the manifest has it (so a clean checkout
+    draws the same picture), else the run folder's file. One column per row."""
     cfg = recipe_of(matrix)
-    runs = [r for r in first_seed_runs(matrix) if r.row.tag and (r.out_dir / WEIGHTS).is_file()]
+    published = set(list_models(pretrained=True))
+    runs = [
+        r
+        for r in first_seed_runs(matrix)
+        if r.row.tag and (f"{r.row.model}.{r.row.tag}" in published or (r.out_dir / WEIGHTS).is_file())
+    ]
     if not runs:
         return []
     data = load_dataset(cfg.data.dataset, cfg.data.eval_split)
@@ -716,13 +722,17 @@ def plot_explain(matrix: Matrix, out: Path, n: int = 6) -> list[Path]:
     info = dataset_info(cfg.data.dataset)
     columns = []
     for run in runs:
-        model = create_model(
-            run.row.model,
-            in_chans=info.in_chans,
-            num_classes=info.num_classes,
-            **architecture_args(run.row.args),
-        )
-        model.load_state_dict(load_file(run.out_dir / WEIGHTS))
+        name = f"{run.row.model}.{run.row.tag}"
+        if name in published:
+            model = create_model(name, pretrained=True)
+        else:
+            model = create_model(
+                run.row.model,
+                in_chans=info.in_chans,
+                num_classes=info.num_classes,
+                **architecture_args(run.row.args),
+            )
+            model.load_state_dict(load_file(run.out_dir / WEIGHTS))
         model.eval()
         kind, heat = explanation(model, x)
         with torch.no_grad():
