@@ -18,7 +18,7 @@ from zoo.predict import ModelCard, Preprocess, predict
 from zoo.tasks_use import TaskUse, base, get_use, list_uses, register_use
 from zoo.weights import find_weights
 
-from .test_eval_script import eval_script  # noqa: F401  (the fixture)
+from .test_eval_script import eval_module, eval_script  # noqa: F401  (the fixtures)
 
 KNOWN = "the known tasks: classification, detection, segmentation"
 
